@@ -1,0 +1,83 @@
+# t2v-trt: every target is a thin call of the `t2vtrt` CLI; file targets make rebuilds incremental.
+#   make engines [MODEL=tiny|bench|/path/to/diffusers-dir] [GPU=auto|cpu|rtx3060|...]
+#   make test
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+
+MODEL ?= tiny
+GPU ?= auto
+PYTHON ?= python3
+VENV ?= .venv
+ARTIFACTS ?= artifacts
+PROMPT ?= a red balloon rising over a lake
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+T2V := $(BIN)/t2vtrt $(if $(QUIET),--quiet)
+STAMP := $(VENV)/.installed
+# A local model directory's artifacts live under its basename.
+MODEL_NAME := $(if $(wildcard $(MODEL)/.),$(notdir $(abspath $(MODEL))),$(MODEL))
+ART := $(ARTIFACTS)/$(MODEL_NAME)
+MODEL_FILES := $(if $(wildcard $(MODEL)/.),$(shell find $(MODEL) -type f -not -name '.*' 2>/dev/null))
+
+.PHONY: all setup engines test test-fast compare bench nightly gpu-check clean distclean help
+all: engines
+
+help:
+	@echo "make engines   build the embedded default model end to end (MODEL=, GPU=)"
+	@echo "make test      the test suite (CPU)"
+	@echo "make bench     side-by-side runtime vs diffusers benchmark on the bench model"
+	@echo "make gpu-check on an NVIDIA machine: build, compare and run TensorRT engines"
+
+# --- setup: a venv with the CPU torch from this disk, every later install under constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev]'
+	$(BIN)/pip check
+	touch $@
+setup: $(STAMP)
+
+# --- stages (DESIGN.md section 2)
+EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py build/families/*.py)
+SURGERY_SRC := $(wildcard build/surgery/*.py)
+ENGINES_SRC := $(wildcard build/engines/*.py build/gpus/*.py build/gpus/*.toml)
+
+$(ART)/onnx/export.json: $(STAMP) $(EXPORT_SRC) $(MODEL_FILES)
+	$(T2V) export --model $(MODEL) --artifacts $(ARTIFACTS)
+
+$(ART)/onnx/surgery.json: $(ART)/onnx/export.json $(SURGERY_SRC)
+	$(T2V) surgery --model $(MODEL_NAME) --artifacts $(ARTIFACTS)
+
+# GPU=auto resolves to the detected GPU's profile, or cpu when there is no NVIDIA GPU.
+TARGET := $(if $(filter auto,$(GPU)),$(shell command -v nvidia-smi >/dev/null 2>&1 && $(BIN)/t2vtrt gpus --resolve auto 2>/dev/null || echo cpu),$(GPU))
+CALIB_OUT := $(wildcard $(ART)/onnx/denoiser.int8*.onnx)
+
+$(ART)/engines/$(TARGET)/manifest.json: $(ART)/onnx/surgery.json $(ENGINES_SRC) $(CALIB_OUT)
+	$(T2V) engines --model $(MODEL_NAME) --artifacts $(ARTIFACTS) --gpu $(TARGET)
+
+$(ART)/samples/sample.mp4: $(ART)/engines/$(TARGET)/manifest.json
+	$(T2V) generate "$(PROMPT)" --engines $(ART)/engines/$(TARGET) -o $@
+
+engines: $(ART)/samples/sample.mp4
+	@$(T2V) summary --model $(MODEL_NAME) --artifacts $(ARTIFACTS)
+	@echo "engines: $(ART)/engines/$(TARGET)   sample video: $(ART)/samples/sample.mp4"
+
+# --- checks
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m t2vtrt.build.bench.run --model bench --artifacts $(ARTIFACTS)
+
+gpu-check: $(STAMP)
+	$(T2V) gpu-check --model $(MODEL) --artifacts $(ARTIFACTS)
+
+clean:
+	rm -rf $(ART)
+
+distclean:
+	rm -rf $(ARTIFACTS) $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""Build pipeline stages: export, surgery, calibrate, quantize, engines, compare."""

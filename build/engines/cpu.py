@@ -1,0 +1,55 @@
+"""The cpu target: ONNX Runtime graphs + manifest.json (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.engines.manifest import build_manifest, variant_entry, write_manifest
+from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.files import atomic_dir, sha256_file
+
+TARGET = {"name": "cpu", "backend": "onnxruntime", "gpu": None, "tensorrt_version": None}
+
+
+def cpu_sources(paths: ArtifactPaths) -> dict[str, dict[str, Path]]:
+    """Per component and precision, the graph the cpu target ships (patched graphs; INT8 when calibrated)."""
+    sources: dict[str, dict[str, Path]] = {}
+    for component in COMPONENTS:
+        graph = paths.onnx(component, "opt")
+        if not graph.is_file():
+            raise T2VError(f"{graph} is missing: run `t2vtrt surgery` (or `make engines`) first")
+        sources[component] = {"fp32": graph}
+    for precision, kind in (("int8", "int8-u8s8"), ("int8-qdq", "int8-cpuverify")):
+        graph = paths.onnx("denoiser", kind)
+        if graph.is_file():
+            sources["denoiser"][precision] = graph
+    return sources
+
+
+def build_cpu_target(paths: ArtifactPaths) -> Path:
+    """Assemble engines/cpu/ in a temp dir and swap it in whole: a reader never sees half a target."""
+    info = read_export_info(paths)
+    sources = cpu_sources(paths)
+    final = paths.engines_dir("cpu")
+    with atomic_dir(final) as tmp:
+        variants: dict[str, dict[str, Any]] = {}
+        for component, by_precision in sources.items():
+            variants[component] = {}
+            for precision, src in by_precision.items():
+                file = f"{component}.{precision}.onnx"
+                _link_or_copy(src, tmp / file)
+                variants[component][precision] = variant_entry(tmp, file, precision, "onnxruntime")
+        _link_or_copy(paths.onnx_dir / info["tokenizer"]["file"], tmp / "tokenizer.json")
+        manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"))
+        write_manifest(tmp, manifest)
+    return final / "manifest.json"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Copy (not hard-link: a later stage rewriting the source must not change a shipped file)."""
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o644)

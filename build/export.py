@@ -1,0 +1,139 @@
+"""Stage 1: export each component of a loaded model to ONNX and check it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from t2vtrt.build.families.spec import ComponentSpec, TensorSpec
+from t2vtrt.runtime.errors import T2VError
+
+TWO_GB = 2**31
+
+
+def sample_inputs(spec: ComponentSpec, which: str = "opt", seed: int = 0, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs for a component at a profile point (or explicit shapes)."""
+    rng = np.random.default_rng(seed)
+    shapes = shapes or spec.input_shapes(which)
+    return {t.name: _random_tensor(t, shapes[t.name], rng) for t in spec.inputs}
+
+
+def _random_tensor(tensor: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Random values of the tensor's dtype inside its value range."""
+    if tensor.dtype.startswith("int"):
+        lo, hi = tensor.value_range or (0, 100)
+        return rng.integers(int(lo), int(hi) + 1, size=shape).astype(tensor.dtype)
+    if tensor.value_range is not None:
+        lo, hi = tensor.value_range
+        return rng.uniform(lo, hi, size=shape).astype(tensor.dtype)
+    return rng.standard_normal(shape).astype(tensor.dtype)
+
+
+def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter: str = "torchscript", opset: int = 17) -> Path:
+    """Export one module to `out_path` (+ external data past 2 GB), checked, written atomically."""
+    import torch
+
+    inputs = sample_inputs(spec, "opt")
+    args = tuple(torch.from_numpy(inputs[t.name]) for t in spec.inputs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape asserts traced as constants: expected
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=out_path.parent))
+    try:
+        tmp_path = tmp_dir / out_path.name
+        with torch.inference_mode():
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp_path),
+                input_names=[t.name for t in spec.inputs],
+                output_names=[t.name for t in spec.outputs],
+                dynamic_axes=spec.dynamic_axes(),
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=exporter == "dynamo",
+                external_data=_param_bytes(module) > TWO_GB - (64 << 20),
+            )
+        check_onnx(tmp_path)
+        _move_all(tmp_dir, out_path.parent)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out_path
+
+
+def _param_bytes(module: Any) -> int:
+    """Bytes of all parameters and buffers."""
+    return sum(p.numel() * p.element_size() for p in (*module.parameters(), *module.buffers()))
+
+
+def _move_all(src_dir: Path, dst_dir: Path) -> None:
+    """Rename every file of src_dir into dst_dir (graph last, so a graph never precedes its weights)."""
+    files = sorted(src_dir.iterdir(), key=lambda p: p.suffix == ".onnx")
+    for path in files:
+        os.replace(path, dst_dir / path.name)
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker on a path (works past 2 GB), as a one-line error."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise T2VError(f"exported graph {path} fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+
+
+def export_all(
+    modules: dict[str, Any],
+    specs: dict[str, ComponentSpec],
+    out_dir: Path,
+    exporter: str,
+    opset: int,
+    on_done: Callable[[str, float], None] | None = None,
+) -> dict[str, Path]:
+    """Export every component; `on_done(name, seconds)` reports progress."""
+    paths = {}
+    for name, spec in specs.items():
+        start = time.perf_counter()
+        paths[name] = export_component(modules[name], spec, out_dir / f"{name}.onnx", exporter, opset)
+        if on_done:
+            on_done(name, time.perf_counter() - start)
+    return paths
+
+
+def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float], None] | None = None,
+               exporter: str | None = None) -> dict[str, Any]:
+    """The export stage: resolve the model, export its three graphs, write onnx/export.json."""
+    from t2vtrt.build.artifacts import ArtifactPaths
+    from t2vtrt.build.families import get_family
+    from t2vtrt.build.models import model_hash, resolve_model
+    from t2vtrt.runtime.files import sha256_file, write_json
+
+    ref = resolve_model(model, artifacts_root)
+    paths = ArtifactPaths(artifacts_root / ref.name)
+    family = get_family(ref.family)
+    paths.onnx_dir.mkdir(parents=True, exist_ok=True)
+    loaded = family.load(ref.model_dir, paths.onnx_dir)
+    specs = family.component_specs(loaded, ref.ranges)
+    exporter = exporter or family.EXPORTER
+    export_all(loaded.modules, specs, paths.onnx_dir, exporter, family.OPSET, on_done)
+    info = {
+        "model": {"name": ref.name, "family": ref.family, "source": str(ref.model_dir), "hash": model_hash(ref.model_dir)},
+        "exporter": {"kind": exporter, "opset": family.OPSET},
+        "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(paths.onnx_dir / "tokenizer.json"),
+                      "max_length": loaded.tokenizer_max_length, "pad_id": loaded.tokenizer_pad_id},
+        "scheduler": loaded.scheduler.to_json(),
+        "latent": loaded.latent.to_json(),
+        "defaults": ref.defaults.to_json(),
+        "ranges": ref.ranges.to_json(),
+        "sensitive_layers": list(getattr(family, "SENSITIVE_LAYERS", ())),
+        "components": {name: spec.to_json() for name, spec in specs.items()},
+    }
+    write_json(paths.export_info, info)
+    return info

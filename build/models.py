@@ -1,0 +1,134 @@
+"""Where a model comes from: an embedded default made by code, or a local diffusers directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from t2vtrt.build.families import detect_family, get_family
+from t2vtrt.build.families.spec import Defaults, ShapeRanges
+from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.files import atomic_dir, sha256_file
+
+_CLIP_TEXT = {
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model of the real classes, made deterministically from a seed and small sizes."""
+
+    family: str
+    sizes: dict[str, Any]
+    seed: int
+    ranges: ShapeRanges
+    defaults: Defaults
+    description: str = ""
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "tiny": EmbeddedModel(
+        family="unet3d",
+        description="random weights, ~1M denoiser parameters; fast tests and the default build",
+        seed=0,
+        sizes={
+            "text_encoder": {**_CLIP_TEXT, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+            "unet": {
+                "sample_size": 8,
+                "block_out_channels": (32, 64),
+                "down_block_types": ("CrossAttnDownBlock3D", "DownBlock3D"),
+                "up_block_types": ("UpBlock3D", "CrossAttnUpBlock3D"),
+                "layers_per_block": 1,
+                "attention_head_dim": 8,
+                "norm_num_groups": 32,
+            },
+            "vae": {
+                "block_out_channels": (16, 16, 32, 32),
+                "down_block_types": ("DownEncoderBlock2D",) * 4,
+                "up_block_types": ("UpDecoderBlock2D",) * 4,
+                "latent_channels": 4,
+                "layers_per_block": 1,
+                "norm_num_groups": 8,
+                "sample_size": 64,
+            },
+        },
+        ranges=ShapeRanges(batch=(1, 1, 2), frames=(1, 8, 16), height=(32, 64, 128), width=(32, 64, 128)),
+        defaults=Defaults(steps=10, guidance=7.5, frames=8, height=64, width=64, fps=8),
+    ),
+    "bench": EmbeddedModel(
+        family="unet3d",
+        description="random weights, the issue's benchmark size: (64,128,256,256) channels, 16 frames of 32x32 latents",
+        seed=0,
+        sizes={
+            "text_encoder": {**_CLIP_TEXT, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4},
+            "unet": {
+                "sample_size": 32,
+                "block_out_channels": (64, 128, 256, 256),
+                "down_block_types": ("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+                "up_block_types": ("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+                "layers_per_block": 1,
+                "attention_head_dim": 8,
+                "norm_num_groups": 32,
+            },
+            "vae": {
+                "block_out_channels": (16, 16, 32, 32),
+                "down_block_types": ("DownEncoderBlock2D",) * 4,
+                "up_block_types": ("UpDecoderBlock2D",) * 4,
+                "latent_channels": 4,
+                "layers_per_block": 1,
+                "norm_num_groups": 8,
+                "sample_size": 256,
+            },
+        },
+        ranges=ShapeRanges(batch=(1, 1, 1), frames=(8, 16, 16), height=(256, 256, 256), width=(256, 256, 256)),
+        defaults=Defaults(steps=10, guidance=7.5, frames=16, height=256, width=256, fps=8),
+    ),
+}
+
+
+@dataclass
+class ModelRef:
+    """A resolved model: its artifacts name, its diffusers directory and family."""
+
+    name: str
+    model_dir: Path
+    family: str
+    embedded: EmbeddedModel | None = None
+    ranges: ShapeRanges = field(default_factory=ShapeRanges)
+    defaults: Defaults = field(default_factory=Defaults)
+
+
+def resolve_model(model: str, artifacts_root: Path) -> ModelRef:
+    """Turn MODEL (an embedded name or a local path) into a ModelRef; make an embedded model if missing."""
+    if model in EMBEDDED:
+        spec = EMBEDDED[model]
+        model_dir = artifacts_root / model / "model"
+        if not (model_dir / "model_index.json").is_file():
+            with atomic_dir(model_dir) as tmp:
+                get_family(spec.family).create(tmp, spec.sizes, spec.seed)
+        return ModelRef(model, model_dir, spec.family, spec, spec.ranges, spec.defaults)
+    path = Path(model).expanduser()
+    if not path.exists() and os.sep not in model and not model.startswith("."):
+        raise T2VError(
+            f"unknown model {model!r}: pass an embedded name ({', '.join(sorted(EMBEDDED))}) "
+            "or the path of a local diffusers directory"
+        )
+    family = detect_family(path)
+    family.check_layout(path)
+    return ModelRef(path.resolve().name, path.resolve(), family.NAME, None, family.default_ranges(), family.defaults())
+
+
+def model_hash(model_dir: Path) -> str:
+    """sha256 over the directory's relative file names and contents (order-independent of the walk)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode() + b"\0" + sha256_file(path).encode() + b"\n")
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Calibration prompts and INT8 calibration: capture, entropy scales, precision plans."""

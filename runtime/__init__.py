@@ -1,0 +1,1 @@
+"""Thin runtime: manifest + tokenizer + numpy sampler loop over ONNX Runtime / TensorRT engines. Never imports torch."""

@@ -1,0 +1,52 @@
+"""Backends: one module per engine runtime, each `open(...) -> Session`; imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+import numpy as np
+
+from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.manifest import Manifest
+from t2vtrt.runtime.shapes import check_feeds
+
+BACKENDS = {
+    "onnxruntime": "t2vtrt.runtime.backends.onnxruntime",
+    "tensorrt": "t2vtrt.runtime.backends.tensorrt",
+}
+
+
+class Session(Protocol):
+    """What the pipeline needs from an engine: named numpy in, named numpy out."""
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class CheckedSession:
+    """Checks every call's inputs against the component's built profile, then runs the engine."""
+
+    def __init__(self, name: str, spec: dict[str, Any], inner: Session) -> None:
+        self.name, self.spec, self.inner = name, spec, inner
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference."""
+        check_feeds(self.name, self.spec, feeds)
+        return self.inner.run(feeds)
+
+    def close(self) -> None:
+        """Release the engine."""
+        self.inner.close()
+
+
+def open_session(manifest: Manifest, component: str, precision: str | None = None, **options: Any) -> CheckedSession:
+    """Open `component` at `precision` with the backend its variant names."""
+    variant = manifest.variant(component, precision)
+    backend = variant["backend"]
+    if backend not in BACKENDS:
+        raise T2VError(f"manifest names unknown backend {backend!r} for {component}: known are {', '.join(BACKENDS)}")
+    module = importlib.import_module(BACKENDS[backend])
+    inner = module.open_session(manifest.path(variant["file"]), manifest.component(component), variant, manifest, **options)
+    return CheckedSession(component, manifest.component(component), inner)

@@ -1,0 +1,64 @@
+"""Shared fixtures: the tiny model built once per test session, through the real stages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from t2vtrt.build.artifacts import ArtifactPaths
+
+
+def _has_cuda() -> bool:
+    """True when an NVIDIA driver answers (nvidia-smi exists and lists a GPU)."""
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return False
+    return subprocess.run([exe, "-L"], capture_output=True).returncode == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests with the reason when this machine has no CUDA device."""
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (no CUDA device / nvidia-smi on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def artifacts_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh artifacts/ root for the session."""
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(artifacts_root: Path) -> ArtifactPaths:
+    """The tiny model exported, patched and built for the cpu target (the `make engines` stages)."""
+    from t2vtrt.build.engines.cpu import build_cpu_target
+    from t2vtrt.build.export import run_export
+    from t2vtrt.build.surgery.stage import run_surgery_stage
+
+    run_export("tiny", artifacts_root)
+    paths = ArtifactPaths(artifacts_root / "tiny")
+    run_surgery_stage(paths)
+    build_cpu_target(paths)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tiny_paths: ArtifactPaths) -> Path:
+    """engines/cpu of the tiny model."""
+    return tiny_paths.engines_dir("cpu")
+
+
+@pytest.fixture()
+def engines_copy(tiny_engines: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny cpu target that a test may corrupt."""
+    dst = tmp_path / "cpu"
+    shutil.copytree(tiny_engines, dst)
+    return dst
