@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from t2vtrt.build import reference
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.runtime.pipeline import Pipeline
 
@@ -15,29 +15,10 @@ PROMPT, NEGATIVE = "a red balloon rising over a lake", "blurry"
 STEPS, GUIDANCE, FRAMES, SIZE = 6, 7.5, 4, 64
 
 
-def _reference(model_dir: Path, scheduler_cls: type, latents: np.ndarray, **scheduler_kwargs) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
-    """The denoising loop of diffusers' text-to-video pipeline, written out over the torch components."""
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizerFast
-
-    tokenizer = CLIPTokenizerFast.from_pretrained(model_dir / "tokenizer", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", local_files_only=True).eval()
-    unet = UNet3DConditionModel.from_pretrained(model_dir / "unet", local_files_only=True).eval()
-    vae = AutoencoderKL.from_pretrained(model_dir / "vae", local_files_only=True).eval()
-    scheduler = scheduler_cls.from_pretrained(model_dir / "scheduler", **scheduler_kwargs)
-    with torch.inference_mode():
-        ids = tokenizer([NEGATIVE, PROMPT], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-        context = text_encoder(ids)[0]
-        scheduler.set_timesteps(STEPS)
-        x = torch.from_numpy(latents) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
-            uncond, cond = unet(model_in, t, context).sample.chunk(2)
-            x = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, x).prev_sample
-        b, c, f, h, w = x.shape
-        frames = vae.decode(x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / vae.config.scaling_factor).sample
-    video = frames.reshape(b, f, 3, h * 8, w * 8).permute(0, 1, 3, 4, 2).numpy()
-    return x.numpy(), (np.clip(video / 2 + 0.5, 0, 1) * 255).round().astype(np.uint8)
+@pytest.fixture(scope="module")
+def torch_parts(tiny_paths: ArtifactPaths) -> reference.TorchComponents:
+    """The tiny model's torch components (the diffusers reference)."""
+    return reference.load_components(tiny_paths.model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +27,11 @@ def pipe(tiny_engines: Path) -> Pipeline:
     return Pipeline.from_dir(tiny_engines)
 
 
-@pytest.mark.parametrize(("sampler", "scheduler_name", "kwargs"), [
-    ("ddim", "DDIMScheduler", {}),
-    ("dpm++", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    ("dpm++karras", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-])
-def test_video_matches_diffusers(pipe: Pipeline, tiny_paths: ArtifactPaths, sampler: str, scheduler_name: str, kwargs: dict) -> None:  # type: ignore[type-arg]
+@pytest.mark.parametrize("sampler", sorted(reference.SCHEDULERS))
+def test_video_matches_diffusers(pipe: Pipeline, torch_parts: reference.TorchComponents, sampler: str) -> None:
     """Final latents within relative L2 1e-4 and the decoded uint8 video within one level."""
-    import diffusers
-
     latents = np.random.default_rng(7).standard_normal(pipe.latent_shape(1, FRAMES, SIZE, SIZE), dtype=np.float32)
-    ref_latents, ref_video = _reference(tiny_paths.model_dir, getattr(diffusers, scheduler_name), latents, **kwargs)
+    ref_latents, ref_video = reference.generate(torch_parts, PROMPT, NEGATIVE, STEPS, GUIDANCE, latents, sampler)
     context = pipe.encode([PROMPT], [NEGATIVE], guided=True)
     ours = pipe.denoise(context, STEPS, GUIDANCE, FRAMES, SIZE, SIZE, 0, sampler, latents, None)
     rel = np.linalg.norm(ours - ref_latents) / np.linalg.norm(ref_latents)

@@ -1,0 +1,1 @@
+"""`make bench`: side-by-side ratios, each framework timed in its own process."""

@@ -1,0 +1,118 @@
+"""`make bench`: build the bench model, then time runtime vs diffusers side by side (separate processes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t2vtrt.build.artifacts import ArtifactPaths
+from t2vtrt.runtime.files import atomic_path, write_json
+
+
+def ensure_built(model: str, artifacts: Path) -> ArtifactPaths:
+    """Export, patch and build the cpu target of `model` unless its manifest exists."""
+    paths = ArtifactPaths(artifacts / model)
+    if not (paths.engines_dir("cpu") / "manifest.json").is_file():
+        from t2vtrt.build.engines.cpu import build_cpu_target
+        from t2vtrt.build.export import run_export
+        from t2vtrt.build.surgery.stage import run_surgery_stage
+
+        run_export(model, artifacts)
+        run_surgery_stage(paths)
+        build_cpu_target(paths)
+    return paths
+
+
+def run_side(side: str, settings: dict[str, Any], **extra: str) -> dict[str, Any]:
+    """One worker process; its stdout's last line is its JSON figures."""
+    cmd = [sys.executable, "-m", "t2vtrt.build.bench.worker", side]
+    for key, value in {**settings, **extra}.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bench worker {side} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 videos (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[str, Any]:
+    """All figures of one run, including the ratios the issues ask for."""
+    paths = ensure_built(model, artifacts)
+    engines = paths.engines_dir("cpu")
+    manifest = json.loads((engines / "manifest.json").read_text())
+    d = manifest["defaults"]
+    settings = {"steps": steps or d["steps"], "frames": d["frames"], "height": d["height"], "width": d["width"],
+                "guidance": d["guidance"], "repeats": repeats, "sampler": manifest["scheduler"]["default_sampler"]}
+    lat = manifest["latent"]
+    shape = (1, lat["channels"], d["frames"], d["height"] // lat["spatial_factor"], d["width"] // lat["spatial_factor"])
+    work = Path(tempfile.mkdtemp(prefix="t2vtrt-bench-"))
+    np.save(work / "latents.npy", np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+    common = {**settings, "latents": work / "latents.npy"}
+    sides = {"diffusers": run_side("diffusers", common, model_dir=str(paths.model_dir), video_out=str(work / "diffusers.npy"))}
+    for precision in manifest["components"]["denoiser"]["variants"]:
+        sides[precision] = run_side("runtime", common, engines=str(engines), precision=precision, video_out=str(work / f"{precision}.npy"))
+    return summarize(model, settings, sides, work)
+
+
+def summarize(model: str, settings: dict[str, Any], sides: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    """Ratios from the per-process figures, and video agreement of each side with the FP32 runtime."""
+    fp32, torch_side = sides["fp32"], sides["diffusers"]
+    videos = {name: np.load(work / f"{name}.npy") for name in sides}
+    report: dict[str, Any] = {
+        "model": model,
+        "settings": settings,
+        "sides": sides,
+        "runtime_vs_diffusers_speedup": torch_side["total_s"] / fp32["total_s"],
+        "loop_overhead_fraction": fp32["loop_overhead_fraction"],
+        "runtime_import_s": fp32["import_s"],
+        "runtime_peak_rss_mb": fp32["peak_rss_mb"],
+        "diffusers_peak_rss_mb": torch_side["peak_rss_mb"],
+        "video_psnr_vs_fp32_db": {name: psnr(v, videos["fp32"]) for name, v in videos.items() if name != "fp32"},
+    }
+    if "int8" in sides:
+        report["int8_vs_fp32_speedup"] = fp32["total_s"] / sides["int8"]["total_s"]
+        report["int8_vs_diffusers_speedup"] = torch_side["total_s"] / sides["int8"]["total_s"]
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A table a reviewer reads in a CI log."""
+    lines = [f"# bench: {report['model']}", "", f"settings: {json.dumps(report['settings'])}", "",
+             "| side | total s | loop overhead | peak RSS MB |", "|---|---|---|---|"]
+    for name, side in report["sides"].items():
+        overhead = f"{side['loop_overhead_fraction']:.2%}" if "loop_overhead_fraction" in side else "-"
+        lines.append(f"| {name} | {side['total_s']:.2f} | {overhead} | {side['peak_rss_mb']:.0f} |")
+    lines += ["", *(f"- {k}: {v}" for k, v in report.items() if k not in ("sides", "settings", "model"))]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and write reports/bench.{json,md}."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="bench")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    report = bench(args.model, args.artifacts, args.repeats, args.steps)
+    reports = ArtifactPaths(args.artifacts / args.model).reports_dir
+    write_json(reports / "bench.json", report)
+    with atomic_path(reports / "bench.md") as tmp:
+        tmp.write_text(markdown(report))
+    sys.stdout.write(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

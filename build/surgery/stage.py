@@ -1,0 +1,28 @@
+"""The surgery stage over one model's artifacts: onnx/<c>.onnx -> onnx/<c>.opt.onnx + surgery.json."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.runtime.files import write_json
+
+from .registry import PIPELINES
+from .run import run_surgery
+
+
+def run_surgery_stage(paths: ArtifactPaths, passes: list[str] | None = None,
+                      on_done: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Patch every component with its pipeline (or `passes`), write the report, return it."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # constant folding runs ORT; its optimizer warnings are noise here
+    read_export_info(paths)  # a clear error when export has not run
+    report: dict[str, Any] = {"components": {}}
+    for component in COMPONENTS:
+        chosen = passes if passes is not None else PIPELINES[component]
+        report["components"][component] = run_surgery(paths.onnx(component), paths.onnx(component, "opt"), chosen)
+        if on_done:
+            on_done(component)
+    write_json(paths.surgery_report, report)
+    return report
