@@ -1,0 +1,94 @@
+"""Small graph helpers the passes share: producers, constants, dtypes, bypassing a node, the opset."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    """The node that writes `tensor`, or None for graph inputs and constants."""
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def sole_consumer(tensor: gs.Tensor) -> gs.Node | None:
+    """The only node that reads `tensor`, or None when zero or several do."""
+    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
+
+
+def const_values(tensor: gs.Tensor) -> np.ndarray | None:
+    """The values of a constant tensor, or None when it is computed at run time."""
+    return tensor.values if isinstance(tensor, gs.Constant) else None
+
+
+def numel(shape: Sequence | None) -> int | None:
+    """Element count of a static shape; None when any dimension is unknown."""
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return None
+    return math.prod(shape)
+
+
+def np_dtype(dtype: object) -> np.dtype | None:
+    """A numpy dtype from whatever graphsurgeon holds (numpy type, ONNX enum, None)."""
+    if dtype is None:
+        return None
+    try:
+        if isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
+            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(dtype)))
+        return np.dtype(dtype)
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def tensor_dtype(tensor: gs.Tensor) -> np.dtype | None:
+    """The element type of a tensor when known (constants always, variables after shape inference)."""
+    return np_dtype(tensor.dtype)
+
+
+def is_io(graph: gs.Graph, tensor: gs.Tensor) -> bool:
+    """Whether `tensor` is a graph input or output (its name is part of the model's contract)."""
+    return any(t is tensor for t in graph.inputs) or any(t is tensor for t in graph.outputs)
+
+
+def swap(tensors: list, old: gs.Tensor, new: gs.Tensor) -> None:
+    """Replace `old` by `new` in a node's input or output list (item by item: graphsurgeon keeps links in sync)."""
+    for i, tensor in enumerate(tensors):
+        if tensor is old:
+            tensors[i] = new
+
+
+def bypass(graph: gs.Graph, node: gs.Node) -> bool:
+    """Remove a one-in/one-out pass-through node, wiring its readers to its input; False if it must stay."""
+    # Readers are found through tensor links, which do not reach If/Loop bodies; the exported
+    # components have no control flow (a model that does should run cleanup-only surgery).
+    inp, out = node.inputs[0], node.outputs[0]
+    if any(t is out for t in graph.outputs):
+        # Keep the output's name: make the input's producer write it directly, if there is one we may rename.
+        src = producer(inp)
+        if src is None or is_io(graph, inp):
+            return False
+        node.inputs.clear()
+        node.outputs.clear()
+        for reader in list(inp.outputs):
+            swap(reader.inputs, inp, out)
+        swap(src.outputs, inp, out)
+        return True
+    node.inputs.clear()
+    node.outputs.clear()
+    for reader in list(out.outputs):
+        swap(reader.inputs, out, inp)
+    return True
+
+
+def set_opset(graph: gs.Graph, version: int) -> None:
+    """Raise the default-domain opset (and the IR version it needs) of the graph."""
+    graph.opset = version
+    for entry in graph.import_domains or []:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = version
+    needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", version)])
+    graph.ir_version = max(graph.ir_version or 0, needed)

@@ -1,0 +1,68 @@
+"""The one registry of surgery passes, and the default pipeline per component."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import onnx_graphsurgeon as gs
+
+from t2vtrt.runtime.errors import T2VError
+
+from .casts import fold_casts
+from .cleanup import cleanup
+from .fold import fold_constants
+from .groupnorm import fuse_group_norm
+from .identity import remove_identity
+from .onehot import onehot_to_gather
+from .shapes import infer_shapes
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named graph rewrite: `fn(graph)` edits the graph in place and returns how many things it changed."""
+
+    name: str
+    fn: Callable[[gs.Graph], int]
+    description: str
+
+    def __call__(self, graph: gs.Graph) -> int:
+        """Run the pass on `graph`."""
+        return int(self.fn(graph))
+
+
+def _register(*fns: Callable[[gs.Graph], int]) -> dict[str, Pass]:
+    """Passes keyed by function name, described by the first line of their docstring."""
+    return {fn.__name__: Pass(fn.__name__, fn, (fn.__doc__ or "").strip().splitlines()[0]) for fn in fns}
+
+
+PASSES: dict[str, Pass] = _register(
+    cleanup,
+    remove_identity,
+    infer_shapes,
+    fold_constants,
+    fold_casts,
+    onehot_to_gather,
+    fuse_group_norm,
+)
+
+# Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
+# a dtype; OneHot after folding, when its indices have become constants; a last cleanup sorts the nodes.
+# fuse_group_norm is opt-in (see its module): it raises the opset to 21.
+DEFAULT_PIPELINE: list[str] = [
+    "cleanup", "remove_identity", "fold_constants", "fold_casts", "onehot_to_gather", "cleanup",
+]
+
+# One list for every component today; a component that needs more gets its own entry here.
+PIPELINES: dict[str, list[str]] = {
+    "text_encoder": DEFAULT_PIPELINE,
+    "denoiser": DEFAULT_PIPELINE,
+    "vae_decoder": DEFAULT_PIPELINE,
+}
+
+
+def get_pass(name: str) -> Pass:
+    """The registered pass called `name`."""
+    if name not in PASSES:
+        raise T2VError(f"unknown surgery pass {name!r}; known passes: {', '.join(PASSES)}")
+    return PASSES[name]

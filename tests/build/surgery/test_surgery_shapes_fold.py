@@ -1,0 +1,52 @@
+"""infer_shapes and fold_constants."""
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from t2vtrt.build.surgery.fold import fold_constants
+from t2vtrt.build.surgery.shapes import infer_shapes
+
+
+def test_infer_shapes_annotates_intermediates_without_touching_weights(ortc):
+    x = gs.Variable("x", dtype=np.float32, shape=["batch", 3])
+    w = gs.Constant("w", np.ones((3, 100), np.float32))  # big enough to be left out of the inferred copy
+    h, y = gs.Variable("h"), gs.Variable("y", dtype=np.float32, shape=["batch", 100])
+    nodes = [gs.Node("MatMul", inputs=[x, w], outputs=[h]), gs.Node("Relu", inputs=[h], outputs=[y])]
+    graph = ortc.graph(nodes, [x], [y])
+    assert infer_shapes(graph) == 1
+    assert h.dtype == np.float32 and h.shape == ["batch", 100]
+    assert isinstance(graph.nodes[0].inputs[1], gs.Constant) and graph.inputs == [x]  # the original is untouched
+    assert infer_shapes(graph) == 0  # nothing new the second time
+
+
+def test_fold_constants_folds_static_shape_arithmetic(ortc, op_list):
+    # Reshape(x, Concat([-1], Unsqueeze(Gather(Shape(x), 1)))): dim 1 is static, so the target folds to [-1, 4].
+    x = gs.Variable("x", dtype=np.float32, shape=["batch", 4, 1])
+    shape, dim, dim1, target = (gs.Variable(n) for n in ("shape", "dim", "dim1", "target"))
+    y = gs.Variable("y", dtype=np.float32, shape=["batch", 4])
+    nodes = [
+        gs.Node("Shape", inputs=[x], outputs=[shape]),
+        gs.Node("Gather", attrs={"axis": 0}, inputs=[shape, gs.Constant("one", np.array(1, np.int64))], outputs=[dim]),
+        gs.Node("Unsqueeze", inputs=[dim, gs.Constant("axes", np.array([0], np.int64))], outputs=[dim1]),
+        gs.Node("Concat", attrs={"axis": 0}, outputs=[target],
+                inputs=[gs.Constant("minus1", np.array([-1], np.int64)), dim1]),
+        gs.Node("Reshape", inputs=[x, target], outputs=[y]),
+    ]
+    graph = ortc.graph(nodes, [x], [y])
+    before = ortc.model(graph)
+    assert fold_constants(graph) == 4
+    assert op_list(graph) == ["Reshape"]
+    assert graph.nodes[0].inputs[1].values.tolist() == [-1, 4]
+    ortc.assert_same(before, ortc.model(graph), {"x": np.arange(12, dtype=np.float32).reshape(3, 4, 1)})
+
+
+def test_fold_constants_evaluates_constant_subgraphs(ortc, op_list):
+    x = gs.Variable("x", dtype=np.float32, shape=[2])
+    s, y = gs.Variable("s"), gs.Variable("y", dtype=np.float32, shape=[2])
+    a, b = gs.Constant("a", np.array([1.0, 2.0], np.float32)), gs.Constant("b", np.array([3.0, 4.0], np.float32))
+    nodes = [gs.Node("Add", inputs=[a, b], outputs=[s]), gs.Node("Mul", inputs=[x, s], outputs=[y])]
+    graph = ortc.graph(nodes, [x], [y])
+    before = ortc.model(graph)
+    assert fold_constants(graph) == 1
+    assert op_list(graph) == ["Mul"] and graph.nodes[0].inputs[1].values.tolist() == [4.0, 6.0]
+    ortc.assert_same(before, ortc.model(graph), {"x": np.array([0.5, -2.0], np.float32)})
