@@ -42,9 +42,9 @@ def run_side(side: str, settings: dict[str, Any], **extra: str) -> dict[str, Any
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 videos (inf when identical)."""
+    """PSNR in dB between two uint8 videos, capped at 100 dB for identical ones (JSON has no inf)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return 100.0 if mse == 0 else min(100.0, float(10 * np.log10(255.0**2 / mse)))
 
 
 def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[str, Any]:
