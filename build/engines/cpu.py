@@ -42,11 +42,26 @@ def build_cpu_target(paths: ArtifactPaths) -> Path:
             for precision, src in by_precision.items():
                 file = f"{component}.{precision}.onnx"
                 _link_or_copy(src, tmp / file)
-                variants[component][precision] = variant_entry(tmp, file, precision, "onnxruntime")
+                extra = []
+                for data in external_data_files(src):  # > 2 GB graphs keep weights beside them, by file name
+                    _link_or_copy(src.parent / data, tmp / data)
+                    extra.append({"file": data, "sha256": sha256_file(tmp / data)})
+                entry = variant_entry(tmp, file, precision, "onnxruntime")
+                variants[component][precision] = {**entry, "external_data": extra} if extra else entry
         _link_or_copy(paths.onnx_dir / info["tokenizer"]["file"], tmp / "tokenizer.json")
         manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"))
         write_manifest(tmp, manifest)
     return final / "manifest.json"
+
+
+def external_data_files(graph: Path) -> list[str]:
+    """Relative names of the external-data files a graph's initializers point at."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(graph), load_external_data=False)
+    names = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    return sorted(names)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
