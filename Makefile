@@ -1,6 +1,6 @@
 # t2v-trt: every target is a thin call of the `t2vtrt` CLI; file targets make rebuilds incremental.
-#   make engines [MODEL=tiny|bench|/path/to/diffusers-dir] [GPU=auto|cpu|rtx3060|...]
-#   make test
+#   make engines [MODEL=tiny|shapes|bench|/path/to/diffusers-dir] [GPU=auto|cpu|rtx3060|...] [INT8=0]
+#   make test | compare | bench | nightly | gpu-check
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 
@@ -11,6 +11,12 @@ VENV ?= .venv
 ARTIFACTS ?= artifacts
 PROMPT ?= a red balloon rising over a lake
 PYTEST_ARGS ?=
+# INT8=1: calibrate + quantize the denoiser before building engines (DESIGN.md section 3); INT8=0 skips both.
+INT8 ?= 1
+# PLAN=path/to/precision_plan.json: a hand-edited FP16 fallback plan instead of the sensitivity sweep.
+PLAN ?=
+COMPARE_ARGS ?=
+NIGHTLY_ARGS ?=
 
 BIN := $(VENV)/bin
 T2V := $(BIN)/t2vtrt $(if $(QUIET),--quiet)
@@ -20,13 +26,16 @@ MODEL_NAME := $(if $(wildcard $(MODEL)/.),$(notdir $(abspath $(MODEL))),$(MODEL)
 ART := $(ARTIFACTS)/$(MODEL_NAME)
 MODEL_FILES := $(if $(wildcard $(MODEL)/.),$(shell find $(MODEL) -type f -not -name '.*' 2>/dev/null))
 
-.PHONY: all setup engines test test-fast compare bench nightly gpu-check clean distclean help
+.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check clean distclean help
 all: engines
 
 help:
 	@echo "make engines   build the embedded default model end to end (MODEL=, GPU=)"
 	@echo "make test      the test suite (CPU)"
+	@echo "make calibrate INT8 calibration + quantized denoiser graphs only (PLAN=)"
+	@echo "make compare   polygraphy accuracy comparison of every built variant (reports/accuracy.md)"
 	@echo "make bench     side-by-side runtime vs diffusers benchmark on the bench model"
+	@echo "make nightly   rebuild from scratch, compare, gate, promote to latest"
 	@echo "make gpu-check on an NVIDIA machine: build, compare and run TensorRT engines"
 
 # --- setup: a venv with the CPU torch from this disk, every later install under constraints.txt
@@ -42,6 +51,7 @@ setup: $(STAMP)
 EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py build/families/*.py)
 SURGERY_SRC := $(wildcard build/surgery/*.py)
 ENGINES_SRC := $(wildcard build/engines/*.py build/gpus/*.py build/gpus/*.toml)
+CALIB_SRC := $(wildcard calibration/*.py calibration/*.json calibration/*.txt)
 
 $(ART)/onnx/export.json: $(STAMP) $(EXPORT_SRC) $(MODEL_FILES)
 	$(T2V) export --model $(MODEL) --artifacts $(ARTIFACTS)
@@ -51,7 +61,17 @@ $(ART)/onnx/surgery.json: $(ART)/onnx/export.json $(SURGERY_SRC)
 
 # GPU=auto resolves to the detected GPU's profile, or cpu when there is no NVIDIA GPU.
 TARGET := $(if $(filter auto,$(GPU)),$(shell command -v nvidia-smi >/dev/null 2>&1 && $(BIN)/t2vtrt gpus --resolve auto 2>/dev/null || echo cpu),$(GPU))
-CALIB_OUT := $(wildcard $(ART)/onnx/denoiser.int8*.onnx)
+# The quantized denoisers (INT8=1), or whatever a previous calibrate left (INT8=0).
+CALIB_OUT := $(if $(filter 1,$(INT8)),$(ART)/onnx/denoiser.int8-u8s8.onnx,$(wildcard $(ART)/onnx/denoiser.int8*.onnx))
+
+$(ART)/calib/precision_plan.json: $(ART)/onnx/surgery.json $(CALIB_SRC) $(PLAN)
+	$(T2V) calibrate --model $(MODEL_NAME) --artifacts $(ARTIFACTS) $(if $(PLAN),--plan $(PLAN))
+
+# quantize writes denoiser.int8{,-cpuverify,-u8s8}.onnx together, after its accuracy gate passes.
+$(ART)/onnx/denoiser.int8-u8s8.onnx: $(ART)/calib/precision_plan.json
+	$(T2V) quantize --model $(MODEL_NAME) --artifacts $(ARTIFACTS)
+
+calibrate: $(ART)/onnx/denoiser.int8-u8s8.onnx
 
 $(ART)/engines/$(TARGET)/manifest.json: $(ART)/onnx/surgery.json $(ENGINES_SRC) $(CALIB_OUT)
 	$(T2V) engines --model $(MODEL_NAME) --artifacts $(ARTIFACTS) --gpu $(TARGET)
@@ -70,10 +90,22 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+compare: $(ART)/engines/$(TARGET)/manifest.json
+	$(T2V) compare --model $(MODEL_NAME) --artifacts $(ARTIFACTS) --gpu $(TARGET) $(COMPARE_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m t2vtrt.build.bench.run --model bench --artifacts $(ARTIFACTS)
 
-gpu-check: $(STAMP)
+nightly: $(STAMP)
+	$(T2V) nightly --model $(MODEL) --artifacts $(ARTIFACTS) --gpu $(TARGET) $(NIGHTLY_ARGS)
+
+# TensorRT, cuda-python and NVML on top of the build venv (same constraints); never part of `make test`.
+$(VENV)/.installed-gpu: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev,gpu]'
+	$(BIN)/pip check
+	touch $@
+
+gpu-check: $(VENV)/.installed-gpu
 	$(T2V) gpu-check --model $(MODEL) --artifacts $(ARTIFACTS)
 
 clean:

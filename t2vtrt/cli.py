@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,8 +73,14 @@ def surgery(ctx: click.Context, model: str, artifacts: Path, passes: str | None)
 @model_option
 @artifacts_option
 @click.option("--gpu", default="auto", show_default=True, help="auto (detect; cpu when no GPU), cpu, or a GPU profile name (see `t2vtrt gpus`).")
+@click.option("--dry-run", is_flag=True, help="GPU targets: print and write engines/<gpu>/plan.json (sources, profiles, VRAM estimate); build nothing.")
+@click.option("--low-vram", is_flag=True, help="GPU targets: plan for loading one stage's engine at a time (the runtime's --low-vram).")
+@click.option("--version-compatible", is_flag=True, help="GPU targets: version-compatible engines without the lean runtime (run them with tensorrt_lean).")
+@click.option("--hardware-compat", type=click.Choice(["none", "ampere_plus", "same_compute_capability"]), default=None,
+              help="GPU targets: TensorRT hardware-compatibility level (default: the GPU profile's).")
 @click.pass_context
-def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str) -> None:
+def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str, dry_run: bool, low_vram: bool,
+            version_compatible: bool, hardware_compat: str | None) -> None:
     """Build the target directory: engines/<target>/ with manifest.json."""
     from t2vtrt.build.engines import build_engines, resolve_target
     from t2vtrt.build.progress import record_stage
@@ -81,7 +88,8 @@ def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str) -> None:
     paths = _artifact_paths(model, artifacts)
     target = resolve_target(gpu)
     start = time.perf_counter()
-    manifest = build_engines(paths, target, quiet=ctx.obj["quiet"])
+    manifest = build_engines(paths, target, quiet=ctx.obj["quiet"], dry_run=dry_run, low_vram=low_vram,
+                             version_compatible=version_compatible, hardware_compat=hardware_compat)
     files = sorted(manifest.parent.iterdir())
     record_stage(paths.root, f"3-engines-{target}", time.perf_counter() - start, files)
     click.echo(str(manifest))
@@ -134,8 +142,165 @@ def generate(ctx: click.Context, prompt: str, engines_dir: Path, output: Path, s
     click.echo(f"{path}  {video.shape[0]} frames {video.shape[2]}x{video.shape[1]}  {pipe.timings.total_s:.2f}s")
 
 
+@cli.command()
+@click.option("--resolve", default=None, help="Print the target NAME resolves to (auto -> the detected GPU's profile, or cpu) and exit.")
+def gpus(resolve: str | None) -> None:
+    """List the GPU profiles (build/gpus/*.toml); * marks this machine's GPU."""
+    from t2vtrt.build.gpus.detect import auto_profile
+    from t2vtrt.build.gpus.profiles import PROFILES_DIR, list_profiles, load_profile, profile_table
+
+    if resolve is not None:
+        from t2vtrt.build.engines import resolve_target
+
+        target = resolve_target(resolve)
+        click.echo(target if target == "cpu" else load_profile(target).name)
+        return
+    try:
+        detected = auto_profile()
+    except T2VError as exc:  # an unknown GPU must not hide the list
+        click.echo(f"note: {exc}", err=True)
+        detected = None
+    for line in profile_table(list_profiles(), detected):
+        click.echo(line)
+    click.echo(f"\nprofiles: {PROFILES_DIR} (adding a GPU is adding a file); detected: {detected or 'no NVIDIA GPU'}")
+
+
+@cli.command("gpu-check")
+@model_option
+@artifacts_option
+def gpu_check(model: str, artifacts: Path) -> None:
+    """On an NVIDIA GPU: build the model's engines, compare them with ONNX Runtime, generate a video; PASS/FAIL per step."""
+    from t2vtrt.build.gpus.check import run_gpu_check
+
+    if not run_gpu_check(artifacts, model, echo=click.echo):
+        sys.exit(1)
+
+
+tolerances_option = click.option("--tolerances", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                                 help="Thresholds file (default: build/compare/tolerances.toml).")
+
+
+@cli.command()
+@model_option
+@artifacts_option
+@click.option("--gpu", default="auto", show_default=True, help="Which target to compare: auto, cpu or a GPU profile name.")
+@click.option("--engines", "engines_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A built target directory (default: artifacts/<model>/engines/<gpu>).")
+@tolerances_option
+@click.option("--eval", "eval_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Prompts and seeds (default: build/compare/eval.toml).")
+@click.option("--golden", "golden_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Golden set to compare with (default: artifacts/<model>/golden when it exists).")
+@click.option("--save-golden", is_flag=True, help="Store this run's FP32 reference inputs, outputs and videos as the golden set.")
+@click.pass_context
+def compare(ctx: click.Context, model: str, artifacts: Path, gpu: str, engines_dir: Path | None, tolerances: Path | None,
+            eval_file: Path | None, golden_dir: Path | None, save_golden: bool) -> None:
+    """Compare every built variant with the FP32 ONNX reference (per graph and video); exit 1 when a gate fails."""
+    from t2vtrt.build.compare import load_tolerances, run_compare
+    from t2vtrt.build.compare.capture import load_eval_set
+    from t2vtrt.build.engines import resolve_target
+    from t2vtrt.build.progress import task_bar
+
+    paths = None if engines_dir else _artifact_paths(model, artifacts)
+    target_dir = engines_dir or paths.engines_dir(resolve_target(gpu))
+    with task_bar("compare", 5, ctx.obj["quiet"]) as advance:
+        run = run_compare(target_dir, paths, load_tolerances(tolerances), load_eval_set(eval_file), golden_dir, save_golden,
+                          on_step=advance)
+    if not ctx.obj["quiet"]:
+        click.echo((run.reports_dir / "accuracy.md").read_text())
+    _gate_exit("accuracy", run.passed, run.failures, run.reports_dir / "accuracy.md")
+
+
+@cli.command()
+@model_option
+@artifacts_option
+@click.option("--gpu", default="auto", show_default=True, help="auto (detect; cpu when no GPU), cpu, or a GPU profile name.")
+@click.option("--bench/--no-bench", default=False, show_default=True, help="Also run the benchmark on the night's build and gate its figures.")
+@tolerances_option
+@click.option("--keep", type=int, default=7, show_default=True, help="Nightly builds kept on disk (the latest good one always stays).")
+@click.pass_context
+def nightly(ctx: click.Context, model: str, artifacts: Path, gpu: str, bench: bool, tolerances: Path | None, keep: int) -> None:
+    """Rebuild every stage from scratch, compare, bench, append history.jsonl; promote to latest only when it passes."""
+    from t2vtrt.build.compare import load_tolerances
+    from t2vtrt.build.engines import resolve_target
+    from t2vtrt.build.nightly.run import bench_module, run_nightly
+
+    target = resolve_target(gpu)
+    say = (lambda s: None) if ctx.obj["quiet"] else (lambda s: click.echo(f"nightly: {s}", err=True))
+    night = run_nightly(model, target, artifacts, bench=bench_module if bench else None, tolerances=load_tolerances(tolerances),
+                        keep=keep, on_step=say)
+    click.echo(f"nightly {night.entry['date']} {target}: build {night.build_root}; latest -> {night.latest.resolve()}")
+    _gate_exit("nightly", night.passed, night.failures, night.build_root)
+
+
+def _gate_exit(what: str, passed: bool, failures: list[str], where: Path) -> None:
+    """Print the verdict; exit 1 with one `FAILED <line>` per failure when a gate failed."""
+    if passed:
+        click.echo(f"{what}: PASSED ({where})")
+        return
+    for line in failures:
+        click.echo(f"FAILED {line}", err=True)
+    click.echo(f"{what}: FAILED ({where})", err=True)
+    sys.exit(1)
+
+
+@cli.command()
+@model_option
+@artifacts_option
+@click.option("--plan", "plan_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A hand-edited precision_plan.json to use instead of the sensitivity sweep.")
+@click.option("--method", default="entropy", show_default=True, help="Activation calibration: entropy (KL over 2048-bin histograms) or max.")
+@click.option("--samples", type=int, default=None, help="Denoiser calls to capture (default: calibration/budgets.json).")
+@click.option("--seed", type=int, default=None, help="Seed of the captured runs (default: calibration/budgets.json).")
+@click.option("--trt-version", default=None, help="TensorRT version written in the calibration cache header (default: installed, else 10.13.0).")
+@click.pass_context
+def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path | None, method: str, samples: int | None,
+              seed: int | None, trt_version: str | None) -> None:
+    """Capture denoiser inputs, calibrate INT8 scales, decide FP16 fallbacks (calib/: denoiser.npz, denoiser.cache, precision_plan.json)."""
+    from t2vtrt.build.progress import record_stage
+    from t2vtrt.calibration.progress import phase_bars
+    from t2vtrt.calibration.settings import load_budget
+    from t2vtrt.calibration.stage import run_calibrate
+
+    paths = _artifact_paths(model, artifacts)
+    budget = load_budget(paths.root.name).with_overrides(samples=samples, seed=seed)
+    with phase_bars(ctx.obj["quiet"]) as on_event:
+        done = run_calibrate(paths, plan_file, method, budget, on_event, trt_version)
+    calib = paths.calib_dir
+    record_stage(paths.root, "2b-calibrate", done["seconds"],
+                 [calib / f for f in ("denoiser.npz", "denoiser_eval.npz", "ranges.json", "denoiser.cache", "precision_plan.json")])
+    result = done["result"]
+    click.echo(f"{done['plan']}  rel L2 {result['rel_l2']:.4f}  cosine {result['cosine']:.5f}  "
+               f"entropy != max on {done['calibration']['entropy_differs_from_max']}/{done['calibration']['tensors']} tensors")
+
+
+@cli.command()
+@model_option
+@artifacts_option
+@click.option("--calibration-cache", "cache_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Import activation scales from a TensorRT calibration cache instead of calib/denoiser.cache.")
+@click.pass_context
+def quantize(ctx: click.Context, model: str, artifacts: Path, cache_file: Path | None) -> None:
+    """Write onnx/denoiser.int8{,-cpuverify,-u8s8}.onnx from the plan and scales, gated against FP32."""
+    from t2vtrt.build.progress import record_stage
+    from t2vtrt.calibration.progress import phase_bars
+    from t2vtrt.calibration.stage import run_quantize
+
+    paths = _artifact_paths(model, artifacts)
+    with phase_bars(ctx.obj["quiet"]) as on_event:
+        report = run_quantize(paths, cache_file, on_event=on_event)
+    record_stage(paths.root, "2c-quantize", report["seconds"],
+                 [paths.onnx("denoiser", k) for k in ("int8", "int8-cpuverify", "int8-u8s8")])
+    for verdict in report["variants"]:
+        den, video = verdict["denoiser"], verdict["video"]
+        click.echo(f"{verdict['variant']}: rel L2 {den['rel_l2']:.4f} cosine {den['cosine']:.5f}"
+                   + (f" video PSNR min {video['psnr_db_min']:.1f} dB" if video else "") + "  PASSED")
+
+
 def main() -> None:
     """Entry point: T2VError becomes one line on stderr and exit code 2, never a traceback."""
+    # Never reach for a model hub: models are local directories or made by code.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         cli.main(standalone_mode=False)
     except T2VError as exc:

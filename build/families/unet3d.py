@@ -42,6 +42,7 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 # Layers INT8 hurts most; they stay in FP16 by default (refined by measurement in calibration).
+# A pattern matches a node whose name contains it or whose op type equals it.
 SENSITIVE_LAYERS = (
     "time_embedding",
     "time_emb_proj",
@@ -50,6 +51,22 @@ SENSITIVE_LAYERS = (
     "conv_shortcut",
     "norm",
     "Softmax",
+    # Attention BMMs (Q.K^T and P.V): UNet3D's heads are small (8-64 wide), too small for INT8 MHA kernels.
+    "/attn1/MatMul",
+    "/attn2/MatMul",
+)
+
+# Layer groups for the INT8 sensitivity sweep. A quantized node's block is BLOCK_PATTERN's first capture
+# group; its kind is the first LAYER_KINDS entry whose regex finds a match in its name ("other" if none).
+BLOCK_PATTERN = r"^/model/((?:down_blocks|up_blocks)\.\d+|mid_block|transformer_in|time_embedding|conv_in|conv_out|conv_norm_out)/"
+LAYER_KINDS = (
+    ("attention_bmm", r"/attn\d+/MatMul(?:_\d+)?$"),
+    ("temporal_attention", r"/temp_attentions\.\d+/|^/model/transformer_in/"),
+    ("spatial_attention", r"/attentions\.\d+/"),
+    ("temporal_conv", r"/temp_convs\.\d+/"),
+    ("resnet", r"/resnets\.\d+/"),
+    ("resample", r"/(?:downsamplers|upsamplers)\.\d+/"),
+    ("skip_concat", r"^/model/up_blocks\.\d+/Concat(?:_\d+)?$"),
 )
 
 
@@ -77,8 +94,16 @@ def check_layout(model_dir: Path) -> None:
             )
 
 
+def _quiet_transformers() -> None:
+    """Our own progress bars report the stages; transformers' per-shard bars are noise."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def load(model_dir: Path, work_dir: Path) -> LoadedModel:
     """Load the three components for export; write the runtime tokenizer.json into work_dir."""
+    _quiet_transformers()
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextModel
 
@@ -252,6 +277,7 @@ def create(out_dir: Path, sizes: dict[str, Any], seed: int) -> None:
 
     from t2vtrt.build.tokenizer import write_clip_tokenizer
 
+    _quiet_transformers()
     text, unet, vae = sizes["text_encoder"], sizes["unet"], sizes["vae"]
     torch.manual_seed(seed)
     CLIPTextModel(CLIPTextConfig(**text)).save_pretrained(out_dir / "text_encoder")

@@ -1,0 +1,236 @@
+"""The compare stage: every built variant of a target vs the FP32 ONNX reference, per graph and end to end."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from t2vtrt.build.artifacts import ArtifactPaths
+from t2vtrt.build.compare import gates
+from t2vtrt.build.compare.capture import Capture, EvalSet, Feeds, capture_reference, generate_videos, load_eval_set, save_inputs
+from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
+from t2vtrt.build.compare.gates import Check, skipped
+from t2vtrt.build.compare.golden import Golden, load_golden, save_golden
+from t2vtrt.build.compare.metrics import compare_runners, nonfinite_counts, validate_finite, worst
+from t2vtrt.build.compare.runners import GOLDEN, REFERENCE, onnx_runner, runner_name, tensorrt_available, variant_runner
+from t2vtrt.build.compare.tolerances import expected_graph_variants, graph_thresholds, load_tolerances, video_thresholds
+from t2vtrt.build.engines.manifest import tool_versions
+from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.files import sha256_file
+from t2vtrt.runtime.manifest import Manifest, load_manifest
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CompareRun:
+    """Everything one compare produced: the checks, the videos (for the plots) and the report record."""
+
+    checks: list[Check] = field(default_factory=list)
+    reference_videos: dict[str, np.ndarray] = field(default_factory=dict)
+    videos: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # precision -> case -> frames
+    report: dict[str, Any] = field(default_factory=dict)
+    reports_dir: Path | None = None  # where accuracy.{json,md} and the PNGs were written
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (skipped checks neither pass nor fail)."""
+        return not any(c.status == gates.FAILED for c in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        """Every failure line, in check order."""
+        return [line for c in self.checks for line in c.failures]
+
+
+def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances: dict[str, Any] | None = None,
+                eval_set: EvalSet | None = None, golden_dir: Path | None = None, save_golden_set: bool = False,
+                reports_dir: Path | None = None, on_step: Progress | None = None) -> CompareRun:
+    """Compare, write reports/accuracy.{json,md} + PNGs, and return the run (`.passed` is the gate)."""
+    from t2vtrt.build.compare.report import write_reports
+
+    target_dir = Path(target_dir)
+    manifest = load_manifest(target_dir)  # hash-checked: we compare exactly what the manifest ships
+    paths = paths or ArtifactPaths(target_dir.resolve().parent.parent)
+    tolerances = tolerances or load_tolerances()
+    eval_set = eval_set or load_eval_set()
+    step = on_step or (lambda _: None)
+    model = manifest.data["model"]
+    golden, golden_check = _open_golden(paths, model["hash"], golden_dir, save_golden_set)
+
+    step("reference")
+    capture = capture_reference(manifest, paths, eval_set)
+    reports = reports_dir or paths.reports_dir
+    run = CompareRun(reference_videos=capture.videos, reports_dir=reports)
+    reference_outputs: dict[str, list[Any]] = {}
+    inputs: dict[str, list[Feeds]] = {}
+    for component in manifest.data["components"]:
+        step(component)
+        inputs[component] = golden.inputs(component) if golden else capture.inputs[component]
+        save_inputs(reports / "inputs" / f"{component}.json", inputs[component])
+        checks, reference_outputs[component] = compare_component(manifest, paths, component, inputs[component], tolerances, golden)
+        run.checks += checks
+    run.checks += _missing_variants(manifest, tolerances)
+    step("videos")
+    run.checks += compare_videos(manifest, target_dir, capture, eval_set, tolerances, run)
+    run.checks += _golden_video_checks(golden, capture, tolerances)
+    if save_golden_set:
+        save_golden(golden_dir or paths.root / "golden", model, eval_set.to_json(), inputs, reference_outputs, capture.videos)
+    if golden_check is not None:
+        run.checks.append(golden_check)
+    run.report = build_report(manifest, target_dir, eval_set, run, golden, golden_dir or paths.root / "golden", save_golden_set)
+    write_reports(reports, run)
+    return run
+
+
+def _open_golden(paths: ArtifactPaths, model_hash: str, golden_dir: Path | None, saving: bool) -> tuple[Golden | None, Check | None]:
+    """The golden set to compare with: an explicit one must load; a missing default one is a skipped check."""
+    if saving:
+        return None, None
+    if golden_dir is not None:
+        return load_golden(golden_dir, model_hash), None
+    default = paths.root / "golden"
+    if not (default / "golden.json").is_file():
+        return None, skipped("golden-graph", "golden", "fp32", f"no golden set at {default}: record one with `t2vtrt compare --save-golden`")
+    return load_golden(default, model_hash), None
+
+
+def compare_component(manifest: Manifest, paths: ArtifactPaths, component: str, feeds: list[Feeds],
+                      tolerances: dict[str, Any], golden: Golden | None) -> tuple[list[Check], list[Any]]:
+    """Run the reference and every runnable variant through polygraphy's Comparator on `feeds`; gate each."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    checks: list[Check] = []
+    runners = [onnx_runner(paths.onnx(component), REFERENCE)]
+    variants = manifest.component(component)["variants"]
+    for precision, variant in variants.items():
+        runner = variant_runner(manifest.path(variant["file"]), variant["backend"], runner_name(component, precision))
+        if runner is None:
+            checks.append(skipped("graph", f"{component} {precision}", precision,
+                                  f"{variant['backend']} variant: this machine has no GPU with tensorrt to run it"))
+        else:
+            runners.append(runner)
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        results = Comparator.run(runners, data_loader=feeds)
+    if golden is not None:
+        results.append((GOLDEN, golden.outputs(component)))
+        checks.append(_gate_graph_pair(results, GOLDEN, REFERENCE, "golden-graph", f"golden {component}", "fp32",
+                                       _golden_graph_thresholds(tolerances)))
+    if not validate_finite(results, REFERENCE):
+        reference = Check("graph", f"{component} reference", "fp32")
+        reference.fail(f"the FP32 ONNX reference {paths.onnx(component)} itself outputs NaN/Inf "
+                       f"({nonfinite_counts(results[REFERENCE])}); the exported model is broken")
+        checks.append(reference)
+    for precision in variants:
+        name = runner_name(component, precision)
+        if name in results:
+            checks.append(_gate_graph_pair(results, REFERENCE, name, "graph", f"{component} {precision}", precision,
+                                           graph_thresholds(tolerances, component, precision),
+                                           backend=variants[precision]["backend"], iterations=len(feeds)))
+    return checks, list(results[REFERENCE])
+
+
+def _gate_graph_pair(results: Any, reference: str, candidate: str, kind: str, subject: str, precision: str,
+                     thresholds: dict[str, float] | None, **extra: Any) -> Check:
+    """Metrics of `candidate` vs `reference` (worst over iterations), NaN/Inf-validated, gated."""
+    check = Check(kind, subject, precision, extra=extra)
+    counts = nonfinite_counts(results[candidate])
+    if not validate_finite(results, candidate) and not any(counts.values()):
+        counts = {"(polygraphy validation)": 1}  # polygraphy saw something our count did not: still a failure
+    return gates.gate_graph(check, worst(compare_runners(results, reference, candidate)), counts, thresholds)
+
+
+def _golden_graph_thresholds(tolerances: dict[str, Any]) -> dict[str, float]:
+    """[golden.graph]: today's reference vs the stored one (drift across onnxruntime / torch / exporter versions)."""
+    return {k: float(v) for k, v in tolerances["golden"]["graph"].items()}
+
+
+def _missing_variants(manifest: Manifest, tolerances: dict[str, Any]) -> list[Check]:
+    """Variants the tolerances file knows but this target did not build: skipped, never passed."""
+    target = manifest.data["target"]["name"]
+    out = []
+    for component, precision in expected_graph_variants(tolerances):
+        if component in manifest.data["components"] and precision not in manifest.component(component)["variants"]:
+            out.append(skipped("graph", f"{component} {precision}", precision, f"not built for target {target}"))
+    return out
+
+
+def compare_videos(manifest: Manifest, target_dir: Path, capture: Capture, eval_set: EvalSet,
+                   tolerances: dict[str, Any], run: CompareRun) -> list[Check]:
+    """Per built precision: the target's videos vs the FP32 ONNX reference videos, per-frame PSNR and SSIM."""
+    built = _built_precisions(manifest)
+    checks = [skipped("video", f"video {p}", p, f"not built for target {manifest.data['target']['name']}")
+              for p in tolerances["video"] if p not in built]
+    for precision in built:
+        check = Check("video", f"video {precision}", precision)
+        if not _runnable(manifest, precision):
+            checks.append(skipped("video", check.subject, precision, "tensorrt variants: this machine has no GPU with tensorrt"))
+            continue
+        try:
+            videos = generate_videos(target_dir, precision, eval_set)
+        except T2VError as exc:  # e.g. NaN/Inf out of an engine: the runtime's own one-line error
+            check.fail(str(exc))
+            checks.append(check)
+            continue
+        run.videos[precision] = videos
+        psnr = {k: psnr_per_frame(capture.videos[k], v) for k, v in videos.items()}
+        ssim = {k: ssim_per_frame(capture.videos[k], v) for k, v in videos.items()}
+        checks.append(gates.gate_video(check, psnr, ssim, video_thresholds(tolerances, precision)))
+    return checks
+
+
+def _built_precisions(manifest: Manifest) -> list[str]:
+    """Every precision some component was built at, fp32 first."""
+    found = {p for c in manifest.data["components"].values() for p in c["variants"]}
+    return sorted(found, key=lambda p: (p != "fp32", p))
+
+
+def _runnable(manifest: Manifest, precision: str) -> bool:
+    """Whether this machine can run the pipeline at `precision` (every variant it would pick)."""
+    backends = {manifest.variant(c, precision)["backend"] for c in manifest.data["components"]}
+    return backends <= {"onnxruntime"} or tensorrt_available()
+
+
+def _golden_video_checks(golden: Golden | None, capture: Capture, tolerances: dict[str, Any]) -> list[Check]:
+    """Today's FP32 reference videos vs the golden ones (cases both have)."""
+    if golden is None:
+        return []
+    stored = golden.videos()
+    keys = [k for k in capture.videos if k in stored]
+    check = Check("golden-video", "golden video", "fp32")
+    if not keys:
+        return [skipped("golden-video", "golden video", "fp32", "the golden set has none of this eval set's cases")]
+    psnr = {k: psnr_per_frame(stored[k], capture.videos[k]) for k in keys}
+    ssim = {k: ssim_per_frame(stored[k], capture.videos[k]) for k in keys}
+    return [gates.gate_video(check, psnr, ssim, {k: float(v) for k, v in tolerances["golden"]["video"].items()})]
+
+
+def build_report(manifest: Manifest, target_dir: Path, eval_set: EvalSet, run: CompareRun, golden: Golden | None,
+                 golden_dir: Path, saved_golden: bool) -> dict[str, Any]:
+    """accuracy.json: verdict, failures, every check, and the versions and hashes it was measured with."""
+    data = manifest.data
+    golden_info: dict[str, Any] = {"path": str(golden_dir), "status": "none"}
+    if saved_golden:
+        golden_info["status"] = "saved"
+    elif golden is not None:
+        golden_info.update(status="compared", created=golden.meta.get("created"), tools=golden.meta.get("tools"))
+    return {
+        "schema_version": 1,
+        "passed": run.passed,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": data["model"],
+        "target": {**data["target"], "dir": str(target_dir)},
+        "manifest_sha256": sha256_file(target_dir / "manifest.json"),
+        "built_with": data.get("tools", {}),
+        "tools": tool_versions(),
+        "eval": eval_set.to_json(),
+        "golden": golden_info,
+        "failures": run.failures,
+        "skipped": [f"{c.subject}: {c.reason}" for c in run.checks if c.status == gates.SKIPPED],
+        "checks": [c.to_json() for c in run.checks],
+    }

@@ -1,0 +1,143 @@
+"""Per-tensor activation ranges from captured data: observed min/max (max calibration) and entropy amax."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from t2vtrt.calibration.entropy import entropy_amax
+from t2vtrt.calibration.graphs import batches, session
+from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.files import write_json
+
+METHODS = ("entropy", "max")
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """What calibration learned about one activation tensor."""
+
+    min: float
+    max: float
+    entropy_amax: float
+
+    @property
+    def absmax(self) -> float:
+        """Max calibration's amax."""
+        return max(abs(self.min), abs(self.max))
+
+    def amax(self, method: str) -> float:
+        """The symmetric amax under a calibration method (the signed INT8 graphs use it)."""
+        check_method(method)
+        return self.entropy_amax if method == "entropy" else self.absmax
+
+    def asymmetric(self, method: str) -> tuple[float, float]:
+        """(rmin, rmax) for uint8 activations: the symmetric amax clipped to what was observed."""
+        amax = self.amax(method)
+        return min(0.0, max(self.min, -amax)), max(0.0, min(self.max, amax))
+
+
+def check_method(method: str) -> None:
+    """A one-line error for an unknown calibration method."""
+    if method not in METHODS:
+        raise T2VError(f"unknown calibration method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def float_activations(model: Any, op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")) -> list[str]:
+    """Non-constant inputs and the outputs of the given op types (what the U8S8 variant quantizes), in graph order."""
+    from t2vtrt.calibration.qdq import constant_tensors
+
+    constants = constant_tensors(model)
+    seen: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.op_type in op_types:
+            for name in (*node.input, *node.output):
+                if name and name not in constants:
+                    seen[name] = None
+    return list(seen)
+
+
+def _augmented(model: Any, tensors: list[str]) -> Any:
+    """A copy of `model` that also outputs `tensors` (float32 intermediates)."""
+    import onnx
+
+    out = copy.deepcopy(model)
+    existing = {o.name for o in out.graph.output}
+    for name in tensors:
+        if name not in existing:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return out
+
+
+def _values(model: Any, tensors: list[str], feeds: list[Feeds], batch: int, chunk: int) -> Iterator[dict[str, np.ndarray]]:
+    """Per run, the values of `tensors` (graph inputs from the feeds, the rest from an augmented graph)."""
+    inputs = {i.name for i in model.graph.input}
+    direct = [t for t in tensors if t in inputs]
+    computed = [t for t in tensors if t not in inputs]
+    for start in range(0, max(len(computed), 1), chunk):
+        names = computed[start:start + chunk]
+        sess = session(_augmented(model, names)) if names else None
+        for fed in batches(feeds, batch):
+            values = dict(zip(names, sess.run(names, fed))) if sess else {}
+            if start == 0:
+                values.update({t: fed[t] for t in direct})
+            yield values
+
+
+def abs_histogram(values: np.ndarray, absmax: float, num_bins: int) -> np.ndarray:
+    """Counts of |values| in num_bins equal bins over [0, absmax] (absmax itself in the last bin)."""
+    scaled = np.abs(np.asarray(values, dtype=np.float32).ravel()) * np.float32(num_bins / absmax)
+    return np.bincount(np.minimum(scaled.astype(np.int32), num_bins - 1), minlength=num_bins)
+
+
+def collect_ranges(model: Any, tensors: list[str], feeds: list[Feeds], num_bins: int = 2048, levels: int = 128,
+                   batch: int = 8, chunk: int = 100_000, on_pass: Callable[[str], None] | None = None) -> dict[str, TensorRange]:
+    """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy amax."""
+    if not feeds:
+        raise T2VError("no calibration samples: the captured data is empty; run `t2vtrt calibrate` again")
+    lo = {t: np.inf for t in tensors}
+    hi = {t: -np.inf for t in tensors}
+    for values in _values(model, tensors, feeds, batch, chunk):
+        for name, value in values.items():
+            lo[name] = min(lo[name], float(value.min()))
+            hi[name] = max(hi[name], float(value.max()))
+    if on_pass:
+        on_pass("min/max")
+    absmax = {t: max(abs(lo[t]), abs(hi[t])) for t in tensors}
+    hist = {t: np.zeros(num_bins, dtype=np.int64) for t in tensors}
+    for values in _values(model, tensors, feeds, batch, chunk):
+        for name, value in values.items():
+            if absmax[name] > 0:
+                hist[name] += abs_histogram(value, absmax[name], num_bins)
+    if on_pass:
+        on_pass("histograms")
+    return {t: TensorRange(lo[t], hi[t], entropy_amax(hist[t], absmax[t], levels)) for t in tensors}
+
+
+def save_ranges(path: Path, ranges: dict[str, TensorRange], meta: dict[str, Any]) -> None:
+    """ranges.json: meta + per tensor min, max, entropy_amax (atomic)."""
+    write_json(path, {"meta": meta, "tensors": {t: asdict(r) for t, r in ranges.items()}})
+
+
+def load_ranges(path: Path) -> tuple[dict[str, TensorRange], dict[str, Any]]:
+    """Inverse of save_ranges."""
+    if not path.is_file():
+        raise T2VError(f"{path} is missing: run `t2vtrt calibrate` (or `make engines`) first")
+    data = json.loads(path.read_text())
+    return {t: TensorRange(**r) for t, r in data["tensors"].items()}, data.get("meta", {})
+
+
+def scales(ranges: dict[str, TensorRange], method: str, multiplier: float = 1.0) -> dict[str, float]:
+    """Signed symmetric INT8 scales (amax / 127); a zero range gets the smallest normal float."""
+    return {t: max(r.amax(method) * multiplier / 127.0, float(np.finfo(np.float32).tiny)) for t, r in ranges.items()}
+
+
+def differing(ranges: dict[str, TensorRange], rtol: float = 1e-6) -> int:
+    """How many tensors' entropy amax differs from their max amax (proof the calibration is not max)."""
+    return sum(not np.isclose(r.entropy_amax, r.absmax, rtol=rtol, atol=0.0) for r in ranges.values())

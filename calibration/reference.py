@@ -1,0 +1,41 @@
+"""Run the runtime's own pipeline straight over onnx/*.opt.onnx, before any target is built.
+
+Calibration needs the FP32 pipeline (to capture real denoiser inputs) and, for the gate, the same
+pipeline with the denoiser swapped for a quantized graph. An in-memory manifest rooted at onnx/
+gives both without writing engines/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.runtime.manifest import Manifest
+from t2vtrt.runtime.pipeline import Pipeline
+
+TARGET = {"name": "calibration", "backend": "onnxruntime", "gpu": None, "tensorrt_version": None}
+
+
+def _variant(file: str, precision: str) -> dict[str, Any]:
+    """A manifest variant entry (unhashed: the files are this build's own)."""
+    return {"file": file, "precision": precision, "backend": "onnxruntime"}
+
+
+def onnx_manifest(paths: ArtifactPaths, denoiser: Path | None = None, precision: str = "fp32") -> Manifest:
+    """A manifest over onnx/<c>.opt.onnx; `denoiser` replaces the denoiser graph under `precision`."""
+    from t2vtrt.build.engines.manifest import build_manifest
+
+    info = read_export_info(paths)
+    variants = {c: {"fp32": _variant(paths.onnx(c, "opt").name, "fp32")} for c in COMPONENTS}
+    if denoiser is not None:
+        # An absolute path survives Manifest.path's `root / file`.
+        variants["denoiser"] = {precision: _variant(str(Path(denoiser).resolve()), precision)}
+    tokenizer = info["tokenizer"]
+    data = build_manifest(info, TARGET, variants, tokenizer["file"], tokenizer["sha256"], default_precision=precision)
+    return Manifest(data, paths.onnx_dir)
+
+
+def onnx_pipeline(paths: ArtifactPaths, denoiser: Path | None = None, precision: str = "fp32") -> Pipeline:
+    """The runtime Pipeline over the patched graphs (optionally with a quantized denoiser)."""
+    return Pipeline(onnx_manifest(paths, denoiser, precision), precision=precision)

@@ -1,0 +1,50 @@
+"""Calibration budgets (budgets.json): how many prompts, samples and videos each model's calibration uses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from t2vtrt.runtime.errors import T2VError
+
+BUDGETS_FILE = Path(__file__).with_name("budgets.json")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One model's calibration sizes (see budgets.json's _doc)."""
+
+    prompts: int | None
+    samples: int
+    eval_prompts: int | None
+    eval_samples: int
+    sweep_samples: int
+    video_prompts: int
+    video_seeds: tuple[int, ...]
+    tool_samples: int
+    num_bins: int
+    num_quantized_bins: int
+    seed: int
+    stats_batch: int
+    stats_tensors: int
+
+    def with_overrides(self, **changes: Any) -> "Budget":
+        """A copy with the non-None `changes` applied."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_budget(model_name: str, path: Path = BUDGETS_FILE) -> Budget:
+    """The 'default' budget overlaid with the model's own entry, checked."""
+    data = json.loads(path.read_text())
+    merged = {**data["default"], **data.get(model_name, {})}
+    names = {f.name for f in fields(Budget)}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise T2VError(f"{path} has unknown keys {unknown}; known are {sorted(names)}")
+    merged["video_seeds"] = tuple(int(s) for s in merged["video_seeds"])
+    budget = Budget(**merged)
+    if budget.samples < 1 or budget.eval_samples < 1 or budget.num_quantized_bins >= budget.num_bins:
+        raise T2VError(f"{path}: samples and eval_samples must be >= 1 and num_quantized_bins < num_bins")
+    return budget

@@ -1,0 +1,248 @@
+"""The calibrate and quantize stages (DESIGN.md sections 2-3) over one model's artifacts.
+
+calibrate: capture denoiser inputs (calibration + held-out prompts) -> ModelOpt's Q/DQ placement with
+    every quantizable node -> per-tensor ranges (entropy) -> TensorRT calibration cache -> per-group
+    sensitivity sweep -> precision_plan.json (or a hand-edited plan, checked).
+quantize: plan + cache -> denoiser.int8.onnx (TensorRT: Q/DQ + FP16), denoiser.int8-cpuverify.onnx
+    (same scales, FP32), denoiser.int8-u8s8.onnx (cpu target) -> accuracy gate -> installed together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from t2vtrt.build.artifacts import ArtifactPaths, read_export_info
+from t2vtrt.build.families import get_family
+from t2vtrt.calibration import qdq
+from t2vtrt.calibration.cache import read_cache, write_cache
+from t2vtrt.calibration.capture import Capture, capture, generation_settings
+from t2vtrt.calibration.gate import Thresholds, Verdict, judge, load_thresholds, reference_videos
+from t2vtrt.calibration.graphs import load_model, run_first_output, session
+from t2vtrt.calibration.groups import Group, layer_groups
+from t2vtrt.calibration.isolate import Call, run_isolated
+from t2vtrt.calibration.paths import CalibPaths
+from t2vtrt.calibration.plan import check_plan_nodes, fp16_nodes, load_plan, plan_json, save_plan
+from t2vtrt.calibration.prompts import load_prompts
+from t2vtrt.calibration.ranges import (TensorRange, check_method, collect_ranges, differing, float_activations,
+                                       load_ranges, save_ranges, scales)
+from t2vtrt.calibration.reference import onnx_manifest
+from t2vtrt.calibration.settings import Budget, load_budget
+from t2vtrt.calibration.sweep import decide, make_measure, measure_groups
+from t2vtrt.calibration.u8s8 import u8s8_ranges
+from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.files import sha256_file, write_json
+
+Event = Callable[[str, int, int], None]  # (phase, done, total)
+EVAL_SEED_OFFSET = 10_000  # held-out captures use other seeds than calibration's
+
+
+def _emit(on_event: Event | None, phase: str, done: int, total: int) -> None:
+    """Report progress when someone listens."""
+    if on_event:
+        on_event(phase, done, total)
+
+
+def _model(paths: ArtifactPaths) -> tuple[str, Any]:
+    """The model's name and family module, from the export record."""
+    info = read_export_info(paths)
+    return info["model"]["name"], get_family(info["model"]["family"])
+
+
+def _graphs_sha(paths: ArtifactPaths) -> str:
+    """One hash over the graphs a capture runs (text encoder + denoiser)."""
+    digest = hashlib.sha256()
+    for component in ("text_encoder", "denoiser"):
+        digest.update(sha256_file(paths.onnx(component, "opt")).encode())
+    return digest.hexdigest()
+
+
+def ensure_capture(paths: ArtifactPaths, target: Path, which: str, limit: int | None, samples: int, seed: int,
+                   on_event: Event | None = None) -> Capture:
+    """The capture at `target`, reused when made from the same prompts, graphs and settings, else made."""
+    from t2vtrt.runtime.pipeline import Pipeline
+
+    prompts = load_prompts(which, limit)
+    manifest = onnx_manifest(paths)
+    wanted = {"prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(), "graphs_sha256": _graphs_sha(paths),
+              "requested_samples": samples, "seed": seed, **generation_settings(manifest)}
+    phase = f"capture {which}"
+    if target.is_file():
+        try:
+            old = Capture.load(target)
+            if all(old.meta.get(k) == v for k, v in wanted.items()):
+                _emit(on_event, phase, len(prompts), len(prompts))
+                return old
+        except T2VError:
+            pass  # unreadable or empty: capture again
+    pipe = Pipeline(manifest, precision="fp32")
+    made = capture(pipe, prompts, samples, seed, on_prompt=lambda i: _emit(on_event, phase, i + 1, len(prompts)))
+    pipe.close()
+    made.meta.update(wanted)
+    made.save(target)
+    return made
+
+
+def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Event | None) -> Any:
+    """ModelOpt's Q/DQ placement with every quantizable node quantized, FP32 elsewhere (for ranges and the sweep).
+
+    Reused while the source graph is the same: the placement depends on the graph, not on the data.
+    """
+    _emit(on_event, "modelopt placement", 0, 1)
+    stamp = {"source_sha256": sha256_file(cp.source)}
+    if not (cp.layout.is_file() and cp.layout_stamp.is_file() and json.loads(cp.layout_stamp.read_text()) == stamp):
+        run_isolated(Call("t2vtrt.calibration.modelopt_ptq:quantize_graph",
+                          {"source": str(cp.source), "output": str(cp.layout), "data": str(cp.data),
+                           "samples": budget.tool_samples, "high_precision": "fp32", "nodes_to_exclude": [], "cache": None,
+                           "method": "max"},
+                          paths.root / "logs" / "modelopt-layout.log"))
+        write_json(cp.layout_stamp, stamp)
+    _emit(on_event, "modelopt placement", 1, 1)
+    return load_model(cp.layout)
+
+
+def _calibrate_ranges(cp: CalibPaths, source: Any, layout: Any, calib: Capture, budget: Budget, method: str,
+                      trt_version: str | None, on_event: Event | None) -> tuple[dict[str, TensorRange], dict[str, Any]]:
+    """Ranges of every tensor either INT8 graph quantizes -> ranges.json (reused for the same inputs) and the cache."""
+    placed = list(qdq.activation_quantizers(layout))
+    tensors = list(dict.fromkeys(placed + float_activations(source)))
+    inputs = {"source_sha256": sha256_file(cp.source), "capture": _digest(calib.meta), "tensors": _digest(tensors),
+              "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins}
+    ranges, summary = load_ranges(cp.ranges) if cp.ranges.is_file() else ({}, {})
+    if summary.get("inputs") != inputs:
+        ranges = collect_ranges(source, tensors, calib.feeds, budget.num_bins, budget.num_quantized_bins, budget.stats_batch,
+                                budget.stats_tensors, on_pass=lambda p: _emit(on_event, "ranges", 1 if p == "min/max" else 2, 2))
+    _emit(on_event, "ranges", 2, 2)
+    summary = {"inputs": inputs, "method": method, "algorithm": "TensorRT EntropyCalibration2: KL divergence over |x| histograms",
+               "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins, "samples": len(calib.feeds),
+               "tensors": len(ranges), "entropy_differs_from_max": differing(ranges)}
+    save_ranges(cp.ranges, ranges, summary)
+    write_cache(cp.cache, scales({t: ranges[t] for t in placed}, method), trt_version)
+    return ranges, summary
+
+
+def _digest(data: Any) -> str:
+    """sha256 of a JSON-able value."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _hand_groups(plan: dict[str, Any]) -> list[Group]:
+    """A hand-edited plan's groups, as given."""
+    return [Group(g["name"], list(g["nodes"]), g.get("default_pattern"), dict(g.get("metrics") or {}), g["decision"],
+                  g.get("reason") or "hand-edited") for g in plan["groups"]]
+
+
+def _decide_plan(layout: Any, source: Any, family: Any, evals: Capture, budget: Budget, target: Thresholds,
+                 hand: dict[str, Any] | None, on_event: Event | None) -> tuple[list[Group], dict[str, float]]:
+    """Groups with decisions (swept, or a hand-edited plan's) and the held-out error of the result."""
+    quantized = qdq.quantized_nodes(layout)
+    feeds = evals.feeds[:budget.sweep_samples]
+    measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
+    if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
+        return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))
+    op_types = {n.name: n.op_type for n in source.graph.node}
+    groups = layer_groups({n: op_types[n] for n in quantized}, family)
+    measure_groups(groups, measure, on_group=lambda _: _emit(on_event, "sensitivity sweep", sum(bool(g.metrics) for g in groups), len(groups)))
+    return groups, decide(groups, measure, target)
+
+
+def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: str = "entropy",
+                  budget: Budget | None = None, on_event: Event | None = None,
+                  trt_version: str | None = None) -> dict[str, Any]:
+    """The calibrate stage; returns a summary."""
+    check_method(method)
+    start = time.perf_counter()
+    cp = CalibPaths(paths)
+    name, family = _model(paths)
+    budget, limits = budget or load_budget(name), load_thresholds(name)
+    source = load_model(cp.source)
+    hand = load_plan(plan_file) if plan_file else None
+    if hand:
+        check_plan_nodes(hand, {n.name for n in source.graph.node}, str(cp.source))  # before the slow part
+    calib = ensure_capture(paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event)
+    evals = ensure_capture(paths, cp.eval_data, "eval", budget.eval_prompts, budget.eval_samples,
+                           budget.seed + EVAL_SEED_OFFSET, on_event)
+    layout = _layout(paths, cp, budget, on_event)
+    ranges, calibration = _calibrate_ranges(cp, source, layout, calib, budget, method, trt_version, on_event)
+    qdq.set_activation_scales(layout, scales(ranges, method))
+    groups, result = _decide_plan(layout, source, family, evals, budget, limits.plan_target(), hand, on_event)
+    seconds = round(time.perf_counter() - start, 1)
+    header = {"model": name, "family": family.NAME, "source": {"file": cp.source.name, "sha256": sha256_file(cp.source)},
+              "plan_source": str(plan_file) if plan_file else "sensitivity sweep", "calibration": calibration,
+              "target": limits.plan_target().__dict__, "sweep_samples": min(budget.sweep_samples, len(evals.feeds))}
+    totals = {"fp16_groups": sum(g.decision == "fp16" for g in groups), "int8_groups": sum(g.decision == "int8" for g in groups)}
+    save_plan(cp.plan, plan_json(groups, header, {**result, **totals, "seconds": seconds}))
+    return {"plan": cp.plan, "result": result, "calibration": calibration, "seconds": seconds}
+
+
+def _quantize_all(paths: ArtifactPaths, cp: CalibPaths, out: dict[str, Path], cache: Path, excluded: list[str],
+                  u8_ranges: dict[str, list[float]], budget: Budget) -> None:
+    """ModelOpt's two graphs and the U8S8 graph, in two child processes side by side."""
+    common = {"source": str(cp.source), "data": str(cp.data), "samples": budget.tool_samples,
+              "nodes_to_exclude": excluded, "cache": str(cache), "method": "entropy"}
+    run_isolated(
+        Call("t2vtrt.calibration.modelopt_ptq:quantize_graphs",
+             {"jobs": [{**common, "output": str(out["int8"]), "high_precision": "fp16"},
+                       {**common, "output": str(out["int8-qdq"]), "high_precision": "fp32"}]},
+             paths.root / "logs" / "modelopt-quantize.log"),
+        Call("t2vtrt.calibration.u8s8:quantize_u8s8",
+             {"source": str(cp.source), "output": str(out["u8s8"]), "data": str(cp.data),
+              "samples": budget.tool_samples, "ranges": u8_ranges, "nodes_to_exclude": excluded},
+             paths.root / "logs" / "onnxruntime-u8s8.log"))
+
+
+def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Budget, limits: Thresholds,
+          on_event: Event | None) -> list[Verdict]:
+    """Judge the ONNX-Runtime-runnable variants (never the FP16 Q/DQ graph: ORT CPU truncates FP16 in QuantizeLinear)."""
+    reference = run_first_output(session(CalibPaths(paths).source), evals.feeds)
+    cases = reference_videos(paths, load_prompts("eval", budget.video_prompts), budget.video_seeds)
+    _emit(on_event, "gate", 1, 3)
+    verdicts = []
+    for index, (variant, precision) in enumerate((("int8-qdq", "int8-qdq"), ("u8s8", "int8"))):
+        verdicts.append(judge(paths, variant, out[variant], precision, evals.feeds, reference, cases, limits))
+        _emit(on_event, "gate", index + 2, 3)
+    return verdicts
+
+
+def _install(files: list[Path], onnx_dir: Path) -> None:
+    """Move the gated graphs (external data first) into onnx/."""
+    for path in sorted(files, key=lambda p: p.suffix == ".onnx"):
+        os.replace(path, onnx_dir / path.name)
+
+
+def run_quantize(paths: ArtifactPaths, cache_file: Path | None = None, gate: bool = True,
+                 budget: Budget | None = None, on_event: Event | None = None) -> dict[str, Any]:
+    """The quantize stage: three INT8 graphs from the plan and scales, gated, then installed together."""
+    start = time.perf_counter()
+    cp = CalibPaths(paths)
+    name, _ = _model(paths)
+    budget, limits = budget or load_budget(name), load_thresholds(name)
+    plan = load_plan(cp.plan)
+    check_plan_nodes(plan, {n.name for n in load_model(cp.source).graph.node}, str(cp.source))
+    excluded = fp16_nodes(plan)
+    ranges, meta = load_ranges(cp.ranges)
+    cache = Path(cache_file) if cache_file else cp.cache
+    _, cache_scales = read_cache(cache)
+    Capture.load(cp.data)  # clear errors before the slow part
+    evals = Capture.load(cp.eval_data)
+    u8_ranges = u8s8_ranges(ranges, meta.get("method", "entropy"), cache_scales if cache_file else None)
+    with tempfile.TemporaryDirectory(prefix=".quantize.", dir=paths.onnx_dir) as tmp:
+        out = {kind: Path(tmp) / p.name for kind, p in (("int8", cp.trt_graph), ("int8-qdq", cp.cpuverify_graph), ("u8s8", cp.u8s8_graph))}
+        _emit(on_event, "quantize", 0, 1)
+        _quantize_all(paths, cp, out, cache, excluded, u8_ranges, budget)
+        _emit(on_event, "quantize", 1, 1)
+        verdicts = _gate(paths, out, evals, budget, limits, on_event) if gate else []
+        report = {"model": name, "limits": limits.__dict__, "cache": str(cache), "fp16_nodes": len(excluded),
+                  "passed": all(v.passed for v in verdicts), "variants": [v.to_json() for v in verdicts],
+                  "seconds": round(time.perf_counter() - start, 1)}
+        write_json(cp.gate, report)
+        failed = [f"{v.variant}: {'; '.join(v.failures)}" for v in verdicts if not v.passed]
+        if failed:
+            raise T2VError(f"INT8 accuracy gate failed ({' | '.join(failed)}); nothing installed; see {cp.gate}")
+        _install([p for p in Path(tmp).iterdir() if p.is_file()], paths.onnx_dir)
+    return report

@@ -1,0 +1,71 @@
+"""The cpu target's fast INT8: onnxruntime.quantization QDQ with uint8 activations and int8 weights (U8S8).
+
+ONNX Runtime's CPU kernels are fast for U8S8 Conv/MatMul/Gemm; signed symmetric activations (what
+TensorRT wants) gain nothing there. Same captured data, same fallback plan, same entropy calibration:
+onnxruntime's quantize_static cannot set its entropy histogram's bin counts, so our ranges (entropy amax
+clipped to the observed min/max) go in as TensorQuantOverrides, which replace its own MinMax ranges.
+Call through isolate.run_isolated (a process ModelOpt has not patched).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t2vtrt.calibration.ranges import TensorRange
+from t2vtrt.runtime.errors import T2VError
+
+OP_TYPES = ["Conv", "MatMul", "Gemm"]
+
+
+def u8s8_ranges(ranges: dict[str, TensorRange], method: str,
+                cache_scales: dict[str, float] | None = None) -> dict[str, list[float]]:
+    """[rmin, rmax] per tensor for uint8 activations; an imported cache's amax replaces ours where it names the tensor."""
+    if cache_scales:
+        ranges = {t: TensorRange(r.min, r.max, cache_scales[t] * 127.0) if t in cache_scales else r for t, r in ranges.items()}
+        method = "entropy"
+    return {t: list(r.asymmetric(method)) for t, r in ranges.items()}
+
+
+def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dict[str, list[float]],
+                  nodes_to_exclude: list[str]) -> dict[str, Any]:
+    """Quantize `source` into `output` (atomic); `ranges` maps tensor -> [rmin, rmax]."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from t2vtrt.calibration.capture import Capture
+    from t2vtrt.calibration.graphs import load_model, needs_external_data, save_model
+    from t2vtrt.calibration.qdq import activation_quantizers, unquantize_fallbacks
+    from t2vtrt.calibration.reader import FeedReader
+
+    logging.getLogger().setLevel(logging.ERROR)
+    feeds = Capture.load(Path(data)).feeds[:samples]
+    overrides = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
+    with tempfile.TemporaryDirectory(prefix="t2vtrt-u8s8.") as tmp:
+        out = Path(tmp) / "u8s8.onnx"
+        quantize_static(
+            model_input=source,
+            model_output=str(out),
+            calibration_data_reader=FeedReader(feeds),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=OP_TYPES,
+            per_channel=True,
+            reduce_range=False,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"TensorQuantOverrides": overrides, "ActivationSymmetric": False, "WeightSymmetric": True},
+            use_external_data_format=needs_external_data(Path(source)),
+        )
+        model = load_model(out)
+    uncovered = sorted(set(activation_quantizers(model)) - set(ranges))
+    if uncovered:
+        raise T2VError(f"the U8S8 graph quantizes {len(uncovered)} tensors calibration has no range for, e.g. {uncovered[0]}")
+    # Output quantization shares Q/DQ pairs with every reader of a tensor, fallback nodes included.
+    model, rewired = unquantize_fallbacks(model, set(nodes_to_exclude))
+    save_model(model, Path(output))
+    return {"quantized_tensors": len(activation_quantizers(model)), "rewired_fallback_nodes": rewired}

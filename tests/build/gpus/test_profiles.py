@@ -1,0 +1,105 @@
+"""GPU profiles are data: every shipped file validates, and each kind of mistake is one line naming file and fix."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from t2vtrt.build.gpus.profiles import PROFILES_DIR, list_profiles, load_profile, parse_profile, profile_names, profile_table
+from t2vtrt.runtime.errors import T2VError
+
+
+def _synthetic():  # noqa: ANN202 - a helper module, loaded by path (importlib mode)
+    spec = importlib.util.spec_from_file_location("t2vtrt_tests_synthetic", Path(__file__).parent / "synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXPECTED = {  # the issue's list: name -> (compute capability, VRAM GiB)
+    "rtx3060": ("8.6", 12), "rtx3090": ("8.6", 24), "rtx4060": ("8.9", 8), "rtx4090": ("8.9", 24),
+    "l4": ("8.9", 24), "t4": ("7.5", 16), "a100-40gb": ("8.0", 40), "a100-80gb": ("8.0", 80), "h100": ("9.0", 80),
+}
+
+
+def test_shipped_profiles_cover_the_issue_list() -> None:
+    """Every GPU the issue names has a profile with its capability and memory."""
+    profiles = {p.name: p for p in list_profiles()}
+    for name, (cc, vram) in EXPECTED.items():
+        assert (profiles[name].compute_capability, profiles[name].vram_gb) == (cc, vram)
+        assert profiles[name].sm == "sm" + cc.replace(".", "")
+
+
+def test_shipped_profiles_are_complete() -> None:
+    """Each has unet3d shapes, int8+fp16 precisions, fp8 only on sm89+, and a workspace limit."""
+    for profile in list_profiles():
+        ranges = profile.ranges_for("unet3d")
+        assert ranges is not None and ranges.frames[0] <= ranges.frames[1] <= ranges.frames[2]
+        assert {"fp32", "fp16", "int8"} <= set(profile.precisions)
+        assert ("fp8" in profile.precisions) == (profile.capability >= (8, 9))
+        assert profile.memory_pool_limits["workspace_mib"] > 0
+        assert profile.match, f"{profile.name} has no NVML name pattern"
+
+
+def test_underscore_files_are_not_profiles() -> None:
+    """_tolerances.toml sits beside the profiles but is not one."""
+    assert (PROFILES_DIR / "_tolerances.toml").is_file()
+    assert "_tolerances" not in profile_names()
+    with pytest.raises(T2VError, match="unknown GPU profile"):
+        load_profile("_tolerances")
+
+
+def test_unknown_profile_lists_known_names() -> None:
+    """A typo gets the list of names and where to add a file."""
+    with pytest.raises(T2VError, match=r"unknown GPU profile 'rtx3070'.*rtx3060.*add .*rtx3070\.toml"):
+        load_profile("rtx3070")
+
+
+def test_a_new_file_is_a_new_gpu(tmp_path: Path) -> None:
+    """Adding a GPU is adding a file (loaded by name from its folder, or by path)."""
+    path = _synthetic().write_profile(tmp_path, "a10", 24)
+    assert load_profile("a10", folder=tmp_path).vram_gb == 24
+    assert load_profile(str(path)).name == "a10"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('compute_capability = "8.6"\nvram_gb = = 12\n', r"is not valid TOML .*line 2"),
+        ('compute_capability = "8.6"\nvram_gb = 12\nvram = 12\n[shapes.unet3d]\n', r"unknown field 'vram'"),
+        ("vram_gb = 12\n[shapes.unet3d]\n", r"missing required field 'compute_capability' \(e\.g\. compute_capability = \"8\.6\"\)"),
+        ('compute_capability = "8.6"\n[shapes.unet3d]\n', r"missing required field 'vram_gb'"),
+        ('compute_capability = "86"\nvram_gb = 12\n[shapes.unet3d]\n', r"compute_capability must look like \"8\.6\""),
+        ('compute_capability = "8.6"\nvram_gb = "12"\n[shapes.unet3d]\n', r"field 'vram_gb' must be a number"),
+        ('compute_capability = "7.5"\nvram_gb = 16\nprecisions = ["fp32", "fp8"]\n[shapes.unet3d]\n', r"'fp8' needs compute capability 8\.9\+"),
+        ('compute_capability = "8.6"\nvram_gb = 12\nprecisions = ["fp32", "int4"]\n[shapes.unet3d]\n', r"unknown precision 'int4'"),
+        ('compute_capability = "7.5"\nvram_gb = 16\nhardware_compatibility = "ampere_plus"\n[shapes.unet3d]\n', r"'ampere_plus' needs compute capability 8\.0\+"),
+        ('compute_capability = "8.6"\nvram_gb = 12\n[memory_pool_limits]\nworkspace = 1\n[shapes.unet3d]\n', r"unknown memory pool 'workspace'"),
+        ('compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3D]\n', r"\[shapes\.unet3D\] names an unknown model family"),
+        ('compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3d]\nbatch = [1, 1, 2]\n', r"missing shapes\.unet3d\.frames"),
+        ('compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3d]\nbatch = [2, 1, 2]\nframes = [1, 1, 1]\n'
+         'height = [8, 8, 8]\nwidth = [8, 8, 8]\n', r"shapes\.unet3d\.batch must be \[min, opt, max\]"),
+        ('compute_capability = "8.6"\nvram_gb = 12\n[shapes]\n', r"\[shapes\] needs at least one family table"),
+    ],
+    ids=["bad-toml", "unknown-field", "missing-capability", "missing-vram", "bad-capability", "wrong-type", "fp8-on-turing",
+         "unknown-precision", "ampere-plus-on-turing", "unknown-pool", "unknown-family", "missing-axis", "bad-range", "no-family"],
+)
+def test_invalid_profiles_fail_in_one_line(tmp_path: Path, content: str, message: str) -> None:
+    """Each mistake: one line naming the file, the problem and the fix."""
+    path = tmp_path / "broken.toml"
+    path.write_text(content)
+    with pytest.raises(T2VError, match=message) as info:
+        parse_profile(path)
+    text = str(info.value)
+    assert "\n" not in text and str(path) in text
+    assert "fix" in text
+
+
+def test_profile_table_lists_every_profile() -> None:
+    """`t2vtrt gpus`: a header and one line per profile, the detected one starred."""
+    lines = profile_table(list_profiles(), detected="rtx3060")
+    assert len(lines) == len(profile_names()) + 1
+    starred = [line for line in lines if line.startswith("*")]
+    assert len(starred) == 1 and "rtx3060" in starred[0] and "sm86" in starred[0] and "12 GiB" in starred[0]

@@ -1,0 +1,87 @@
+"""Prompt sets, budgets, capture scheduling and the capture file: small, fast checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from t2vtrt.calibration.capture import Capture, select_steps
+from t2vtrt.calibration.prompts import PROMPT_FILES, load_prompts, read_prompts
+from t2vtrt.calibration.settings import load_budget
+from t2vtrt.runtime.errors import T2VError
+
+
+def test_prompt_sets() -> None:
+    """>= 64 distinct calibration prompts and a disjoint held-out set."""
+    calibration, held_out = load_prompts("calibration"), load_prompts("eval")
+    assert len(calibration) >= 64 and len(set(calibration)) == len(calibration)
+    assert len(held_out) >= 8 and not set(calibration) & set(held_out)
+    assert load_prompts("eval", 3) == held_out[:3]
+
+
+def test_empty_prompt_file(tmp_path: Path) -> None:
+    """A prompt file without prompts is a one-line error."""
+    (tmp_path / "p.txt").write_text("\n  \n")
+    with pytest.raises(T2VError, match="holds no prompts"):
+        read_prompts(tmp_path / "p.txt")
+    assert PROMPT_FILES["calibration"].is_file()
+
+
+def test_budgets() -> None:
+    """tiny overrides the defaults; bad keys are refused."""
+    tiny, default = load_budget("tiny"), load_budget("some-checkpoint")
+    assert tiny.samples < default.samples and tiny.num_bins == 2048 and default.num_quantized_bins == 128
+    assert tiny.with_overrides(samples=7, seed=None).samples == 7
+
+
+def test_bad_budget_file(tmp_path: Path) -> None:
+    """Unknown keys name themselves."""
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"default": {"samples": 1, "bogus": 2}}))
+    with pytest.raises(T2VError, match="bogus"):
+        load_budget("tiny", path)
+
+
+@pytest.mark.parametrize("prompts, steps, samples", [(16, 10, 64), (4, 10, 16), (68, 25, 128), (3, 5, 100)])
+def test_select_steps_spreads_samples(prompts: int, steps: int, samples: int) -> None:
+    """Exactly `samples` calls (or all), every timestep as evenly as possible, many prompts."""
+    keep = select_steps(prompts, steps, samples)
+    total = min(samples, prompts * steps)
+    assert sum(len(k) for k in keep) == total
+    per_step = np.bincount([s for k in keep for s in k], minlength=steps)
+    assert per_step.max() - per_step.min() <= 1
+    assert sum(bool(k) for k in keep) == min(prompts, total)
+
+
+def _feeds(count: int) -> list[dict[str, np.ndarray]]:
+    """Small fake denoiser feeds."""
+    rng = np.random.default_rng(0)
+    return [{"sample": rng.standard_normal((2, 4, 1, 2, 2), dtype=np.float32), "timestep": np.full((2,), i, np.float32)}
+            for i in range(count)]
+
+
+def test_capture_file_round_trip(tmp_path: Path) -> None:
+    """Arrays and meta survive; the file is written atomically (no temp files left)."""
+    Capture(_feeds(3), {"seed": 5}).save(tmp_path / "d.npz")
+    loaded = Capture.load(tmp_path / "d.npz")
+    assert loaded.meta == {"seed": 5} and len(loaded.feeds) == 3
+    np.testing.assert_array_equal(loaded.feeds[2]["sample"], _feeds(3)[2]["sample"])
+    assert [p.name for p in tmp_path.iterdir()] == ["d.npz"]
+
+
+def test_missing_empty_and_corrupt_capture(tmp_path: Path) -> None:
+    """Each is one line that says what to run; an empty capture is never written."""
+    with pytest.raises(T2VError, match="is missing: run `t2vtrt calibrate`"):
+        Capture.load(tmp_path / "none.npz")
+    with pytest.raises(T2VError, match="no samples"):
+        Capture([], {}).save(tmp_path / "empty.npz")
+    assert not (tmp_path / "empty.npz").exists()
+    np.savez(tmp_path / "zero.npz", sample=np.zeros((0, 2, 4)))
+    with pytest.raises(T2VError, match="holds no samples"):
+        Capture.load(tmp_path / "zero.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(T2VError, match="not a readable .npz"):
+        Capture.load(tmp_path / "bad.npz")
