@@ -93,8 +93,11 @@ test-fast: $(STAMP)
 compare: $(ART)/engines/$(TARGET)/manifest.json
 	$(T2V) compare --model $(MODEL_NAME) --artifacts $(ARTIFACTS) --gpu $(TARGET) $(COMPARE_ARGS)
 
+# The bench model through the same make stages (INT8 calibration included and timed), then both sides.
+BENCH_MODEL ?= bench
 bench: $(STAMP)
-	$(BIN)/python -m t2vtrt.build.bench.run --model bench --artifacts $(ARTIFACTS)
+	$(MAKE) --no-print-directory engines MODEL=$(BENCH_MODEL) GPU=cpu
+	$(BIN)/python -m t2vtrt.build.bench.run --model $(BENCH_MODEL) --artifacts $(ARTIFACTS)
 
 nightly: $(STAMP)
 	$(T2V) nightly --model $(MODEL) --artifacts $(ARTIFACTS) --gpu $(TARGET) $(NIGHTLY_ARGS)

@@ -133,6 +133,8 @@ def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float],
         "defaults": ref.defaults.to_json(),
         "ranges": ref.ranges.to_json(),
         "sensitive_layers": list(getattr(family, "SENSITIVE_LAYERS", ())),
+        # The sizes the family's specs need, so a GPU profile's other shape ranges can be planned later.
+        "config": loaded.config,
         "components": {name: spec.to_json() for name, spec in specs.items()},
     }
     write_json(paths.export_info, info)

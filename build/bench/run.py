@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from t2vtrt.build.artifacts import ArtifactPaths
+from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
 from t2vtrt.runtime.files import atomic_path, write_json
 
 
 def ensure_built(model: str, artifacts: Path) -> ArtifactPaths:
-    """Export, patch and build the cpu target of `model` unless its manifest exists."""
+    """Export, patch and build the cpu target of `model` unless its manifest exists (`make bench` builds via make)."""
     paths = ArtifactPaths(artifacts / model)
     if not (paths.engines_dir("cpu") / "manifest.json").is_file():
         from t2vtrt.build.engines.cpu import build_cpu_target
@@ -28,6 +29,12 @@ def ensure_built(model: str, artifacts: Path) -> ArtifactPaths:
         run_surgery_stage(paths)
         build_cpu_target(paths)
     return paths
+
+
+def stage_seconds(paths: ArtifactPaths) -> dict[str, float]:
+    """Wall seconds of each build stage as its last run recorded them (logs/<stage>.json), calibration included."""
+    logs = (json.loads(p.read_text()) for p in sorted((paths.root / "logs").glob("*.json")))
+    return {record["stage"]: record["seconds"] for record in logs}
 
 
 def run_side(side: str, settings: dict[str, Any], **extra: str) -> dict[str, Any]:
@@ -41,10 +48,11 @@ def run_side(side: str, settings: dict[str, Any], **extra: str) -> dict[str, Any
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 videos, capped at 100 dB for identical ones (JSON has no inf)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else min(100.0, float(10 * np.log10(255.0**2 / mse)))
+def video_agreement(reference: np.ndarray, video: np.ndarray) -> dict[str, float]:
+    """Per-frame PSNR / SSIM of a video against the FP32 runtime's (the compare stage's metrics), min and mean."""
+    psnr, ssim = psnr_per_frame(reference, video), ssim_per_frame(reference, video)
+    return {"psnr_min_db": float(psnr.min()), "psnr_mean_db": float(psnr.mean()),
+            "ssim_min": float(ssim.min()), "ssim_mean": float(ssim.mean())}
 
 
 def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[str, Any]:
@@ -63,7 +71,9 @@ def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[
     sides = {"diffusers": run_side("diffusers", common, model_dir=str(paths.model_dir), video_out=str(work / "diffusers.npy"))}
     for precision in manifest["components"]["denoiser"]["variants"]:
         sides[precision] = run_side("runtime", common, engines=str(engines), precision=precision, video_out=str(work / f"{precision}.npy"))
-    return summarize(model, settings, sides, work)
+    report = summarize(model, settings, sides, work)
+    report["build_stage_s"] = stage_seconds(paths)
+    return report
 
 
 def summarize(model: str, settings: dict[str, Any], sides: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
@@ -79,7 +89,7 @@ def summarize(model: str, settings: dict[str, Any], sides: dict[str, dict[str, A
         "runtime_import_s": fp32["import_s"],
         "runtime_peak_rss_mb": fp32["peak_rss_mb"],
         "diffusers_peak_rss_mb": torch_side["peak_rss_mb"],
-        "video_psnr_vs_fp32_db": {name: psnr(v, videos["fp32"]) for name, v in videos.items() if name != "fp32"},
+        "video_vs_fp32": {name: video_agreement(videos["fp32"], v) for name, v in videos.items() if name != "fp32"},
     }
     if "int8" in sides:
         report["int8_vs_fp32_speedup"] = fp32["total_s"] / sides["int8"]["total_s"]

@@ -66,6 +66,21 @@ def test_export_info_records_the_contract(tiny_paths: ArtifactPaths) -> None:
     assert denoiser["axes"]["batch"] == [1, 2, 4]  # classifier-free guidance doubles the prompt batch
 
 
+def test_export_info_lets_a_gpu_profile_replan_shapes(tiny_paths: ArtifactPaths) -> None:
+    """With the family config in export.json, other shape ranges give specs with those ranges (no torch)."""
+    import json
+
+    from t2vtrt.build.engines.plan import component_specs_for
+    from t2vtrt.build.families.spec import ShapeRanges
+
+    info = json.loads(tiny_paths.export_info.read_text())
+    assert info["config"]["latent_channels"] == 4
+    narrower = ShapeRanges(batch=(1, 1, 1), frames=(8, 8, 8), height=(64, 64, 64), width=(64, 64, 64))
+    specs = component_specs_for(info, narrower)
+    assert specs is not None and specs["denoiser"]["axes"]["batch"] == [1, 2, 2]  # 1: guidance off
+    assert specs["denoiser"]["axes"]["frames"] == [8, 8, 8]
+
+
 def test_embedded_model_is_deterministic(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Making `tiny` twice gives byte-identical weights (the model hash is stable)."""
     from t2vtrt.build.models import model_hash, resolve_model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,14 +23,7 @@ from t2vtrt.build.gpus.profiles import list_profiles, load_profile
 from t2vtrt.build.models import EMBEDDED
 
 
-def _synthetic():  # noqa: ANN202 - a helper module, loaded by path (importlib mode)
-    spec = importlib.util.spec_from_file_location("t2vtrt_tests_synthetic", Path(__file__).parents[1] / "gpus" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _synthetic()
+import synthetic_artifacts as synthetic  # tests/support (pytest pythonpath)
 
 
 def _save(tmp_path: Path, graph: object, name: str = "g.onnx") -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -21,14 +20,7 @@ from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import load_manifest
 
 
-def _synthetic():  # noqa: ANN202 - a helper module, loaded by path (importlib mode)
-    spec = importlib.util.spec_from_file_location("t2vtrt_tests_synthetic", Path(__file__).parents[1] / "gpus" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-synthetic = _synthetic()
+import synthetic_artifacts as synthetic  # tests/support (pytest pythonpath)
 RTX3060 = GpuInfo(0, "NVIDIA GeForce RTX 3060", "8.6", 11.8)
 RTX4090 = GpuInfo(0, "NVIDIA GeForce RTX 4090", "8.9", 23.6)
 

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+import synthetic_artifacts as synthetic  # tests/support (pytest pythonpath)
+
 from t2vtrt.build.gpus.profiles import PROFILES_DIR, list_profiles, load_profile, parse_profile, profile_names, profile_table
 from t2vtrt.runtime.errors import T2VError
-
-
-def _synthetic():  # noqa: ANN202 - a helper module, loaded by path (importlib mode)
-    spec = importlib.util.spec_from_file_location("t2vtrt_tests_synthetic", Path(__file__).parent / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 EXPECTED = {  # the issue's list: name -> (compute capability, VRAM GiB)
@@ -59,7 +53,7 @@ def test_unknown_profile_lists_known_names() -> None:
 
 def test_a_new_file_is_a_new_gpu(tmp_path: Path) -> None:
     """Adding a GPU is adding a file (loaded by name from its folder, or by path)."""
-    path = _synthetic().write_profile(tmp_path, "a10", 24)
+    path = synthetic.write_profile(tmp_path, "a10", 24)
     assert load_profile("a10", folder=tmp_path).vram_gb == 24
     assert load_profile(str(path)).name == "a10"
 
