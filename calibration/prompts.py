@@ -20,6 +20,6 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def load_prompts(which: str, limit: int | None = None) -> list[str]:
-    """The first `limit` prompts of a shipped set ('calibration' or 'eval')."""
-    return read_prompts(PROMPT_FILES[which])[:limit]
+def load_prompts(which: str, limit: int | None = None, file: str | None = None) -> list[str]:
+    """The first `limit` prompts of a shipped set ('calibration' or 'eval'), or of `file` in calibration/."""
+    return read_prompts(HERE / file if file else PROMPT_FILES[which])[:limit]

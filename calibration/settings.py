@@ -29,6 +29,12 @@ class Budget:
     seed: int
     stats_batch: int
     stats_tensors: int
+    prompts_file: str = "prompts.txt"  # in calibration/: the prompts captured for calibration
+    eval_prompts_file: str = "prompts_eval.txt"  # in calibration/: held out, for the sweep and the gate
+
+    def prompt_file(self, which: str) -> str:
+        """The file of a prompt set: 'calibration' or 'eval'."""
+        return self.prompts_file if which == "calibration" else self.eval_prompts_file
 
     def with_overrides(self, **changes: Any) -> "Budget":
         """A copy with the non-None `changes` applied."""

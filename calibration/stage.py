@@ -63,11 +63,11 @@ def _graphs_sha(paths: ArtifactPaths) -> str:
 
 
 def ensure_capture(paths: ArtifactPaths, target: Path, which: str, limit: int | None, samples: int, seed: int,
-                   on_event: Event | None = None) -> Capture:
+                   on_event: Event | None = None, prompt_file: str | None = None) -> Capture:
     """The capture at `target`, reused when made from the same prompts, graphs and settings, else made."""
     from t2vtrt.runtime.pipeline import Pipeline
 
-    prompts = load_prompts(which, limit)
+    prompts = load_prompts(which, limit, prompt_file)
     manifest = onnx_manifest(paths)
     wanted = {"prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(), "graphs_sha256": _graphs_sha(paths),
               "requested_samples": samples, "seed": seed, **generation_settings(manifest)}
@@ -164,9 +164,10 @@ def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: s
     hand = load_plan(plan_file) if plan_file else None
     if hand:
         check_plan_nodes(hand, {n.name for n in source.graph.node}, str(cp.source))  # before the slow part
-    calib = ensure_capture(paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event)
+    calib = ensure_capture(paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event,
+                           budget.prompt_file("calibration"))
     evals = ensure_capture(paths, cp.eval_data, "eval", budget.eval_prompts, budget.eval_samples,
-                           budget.seed + EVAL_SEED_OFFSET, on_event)
+                           budget.seed + EVAL_SEED_OFFSET, on_event, budget.prompt_file("eval"))
     layout = _layout(paths, cp, budget, on_event)
     ranges, calibration = _calibrate_ranges(cp, source, layout, calib, budget, method, trt_version, on_event)
     qdq.set_activation_scales(layout, scales(ranges, method))
@@ -200,7 +201,7 @@ def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Bu
           on_event: Event | None) -> list[Verdict]:
     """Judge the ONNX-Runtime-runnable variants (never the FP16 Q/DQ graph: ORT CPU truncates FP16 in QuantizeLinear)."""
     reference = run_first_output(session(CalibPaths(paths).source), evals.feeds)
-    cases = reference_videos(paths, load_prompts("eval", budget.video_prompts), budget.video_seeds)
+    cases = reference_videos(paths, load_prompts("eval", budget.video_prompts, budget.prompt_file("eval")), budget.video_seeds)
     _emit(on_event, "gate", 1, 3)
     verdicts = []
     for index, (variant, precision) in enumerate((("int8-qdq", "int8-qdq"), ("u8s8", "int8"))):

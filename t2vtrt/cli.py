@@ -188,7 +188,7 @@ tolerances_option = click.option("--tolerances", type=click.Path(path_type=Path,
               help="A built target directory (default: artifacts/<model>/engines/<gpu>).")
 @tolerances_option
 @click.option("--eval", "eval_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Prompts and seeds (default: build/compare/eval.toml).")
+              help="Prompts and seeds (default: build/compare/eval-<model>.toml if present, else eval.toml).")
 @click.option("--golden", "golden_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Golden set to compare with (default: artifacts/<model>/golden when it exists).")
 @click.option("--save-golden", is_flag=True, help="Store this run's FP32 reference inputs, outputs and videos as the golden set.")
@@ -204,7 +204,7 @@ def compare(ctx: click.Context, model: str, artifacts: Path, gpu: str, engines_d
     paths = None if engines_dir else _artifact_paths(model, artifacts)
     target_dir = engines_dir or paths.engines_dir(resolve_target(gpu))
     with task_bar("compare", 5, ctx.obj["quiet"]) as advance:
-        run = run_compare(target_dir, paths, load_tolerances(tolerances), load_eval_set(eval_file), golden_dir, save_golden,
+        run = run_compare(target_dir, paths, load_tolerances(tolerances), load_eval_set(eval_file) if eval_file else None, golden_dir, save_golden,
                           on_step=advance)
     if not ctx.obj["quiet"]:
         click.echo((run.reports_dir / "accuracy.md").read_text())

@@ -29,6 +29,7 @@ class EvalSet:
     negative_prompt: str = ""
     steps: int | None = None
     denoiser_samples: int = 3
+    adherence: bool = False  # also score prompt adherence (models trained on build/shapes captions)
 
     def cases(self) -> list[tuple[str, str, int]]:
         """(key, prompt, seed) per video; the key names it in reports and golden files."""
@@ -37,20 +38,26 @@ class EvalSet:
     def to_json(self) -> dict[str, Any]:
         """The report / golden form."""
         return {"prompts": list(self.prompts), "seeds": list(self.seeds), "negative_prompt": self.negative_prompt,
-                "steps": self.steps, "denoiser_samples": self.denoiser_samples}
+                "steps": self.steps, "denoiser_samples": self.denoiser_samples, "adherence": self.adherence}
+
+
+def default_eval_path(model_name: str) -> Path:
+    """eval-<model>.toml beside eval.toml when the model has its own eval set, else eval.toml."""
+    own = EVAL_PATH.with_name(f"eval-{model_name}.toml")
+    return own if own.is_file() else EVAL_PATH
 
 
 def load_eval_set(path: str | Path | None = None) -> EvalSet:
-    """Read eval.toml (or another file of the same shape): explicit `prompts`, or a shipped `prompt_set`."""
+    """Read eval.toml (or another file of the same shape): explicit `prompts`, or a shipped `prompt_set` / `prompt_file`."""
     data = tomllib.loads(Path(path or EVAL_PATH).read_text())
     if "prompts" in data:
         prompts = list(data["prompts"])
     else:
         from t2vtrt.calibration.prompts import load_prompts
 
-        prompts = load_prompts(data["prompt_set"], int(data.get("prompt_count", 2)))
+        prompts = load_prompts(data.get("prompt_set", "eval"), int(data.get("prompt_count", 2)), data.get("prompt_file"))
     return EvalSet(tuple(prompts), tuple(int(s) for s in data["seeds"]), data.get("negative_prompt", ""),
-                   data.get("steps"), int(data.get("denoiser_samples", 3)))
+                   data.get("steps"), int(data.get("denoiser_samples", 3)), bool(data.get("adherence", False)))
 
 
 @dataclass

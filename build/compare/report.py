@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from t2vtrt.build.compare.adherence import adherence_rows
 from t2vtrt.build.compare.gates import FAILED, PASSED, Check
 from t2vtrt.runtime.files import atomic_path, write_json
 
@@ -40,6 +41,7 @@ def markdown(report: dict[str, Any], checks: list[Check]) -> str:
     ]
     lines += _graph_table(checks)
     lines += _video_table(checks, report["eval"])
+    lines += adherence_rows(checks)
     lines += _golden_section(report["golden"], checks)
     if report["skipped"]:
         lines += ["## Skipped (not run, so not passed)", ""] + [f"- {s}" for s in report["skipped"]] + [""]

@@ -11,13 +11,16 @@ import numpy as np
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.compare import gates
-from t2vtrt.build.compare.capture import Capture, EvalSet, Feeds, capture_reference, generate_videos, load_eval_set, save_inputs
+from t2vtrt.build.compare.adherence import adherence_checks
+from t2vtrt.build.compare.capture import (Capture, EvalSet, Feeds, capture_reference, default_eval_path, generate_videos,
+                                         load_eval_set, save_inputs)
 from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
 from t2vtrt.build.compare.gates import Check, skipped
 from t2vtrt.build.compare.golden import Golden, load_golden, save_golden
 from t2vtrt.build.compare.metrics import compare_runners, nonfinite_counts, validate_finite, worst
 from t2vtrt.build.compare.runners import GOLDEN, REFERENCE, onnx_runner, runner_name, tensorrt_available, variant_runner
-from t2vtrt.build.compare.tolerances import expected_graph_variants, graph_thresholds, load_tolerances, video_thresholds
+from t2vtrt.build.compare.tolerances import (adherence_max_drop, expected_graph_variants, graph_thresholds, load_tolerances,
+                                             video_thresholds)
 from t2vtrt.build.engines.manifest import tool_versions
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file
@@ -57,7 +60,7 @@ def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances
     manifest = load_manifest(target_dir)  # hash-checked: we compare exactly what the manifest ships
     paths = paths or ArtifactPaths(target_dir.resolve().parent.parent)
     tolerances = tolerances or load_tolerances()
-    eval_set = eval_set or load_eval_set()
+    eval_set = eval_set or load_eval_set(default_eval_path(manifest.data["model"]["name"]))
     step = on_step or (lambda _: None)
     model = manifest.data["model"]
     golden, golden_check = _open_golden(paths, model["hash"], golden_dir, save_golden_set)
@@ -77,6 +80,8 @@ def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances
     run.checks += _missing_variants(manifest, tolerances)
     step("videos")
     run.checks += compare_videos(manifest, target_dir, capture, eval_set, tolerances, run)
+    if eval_set.adherence:
+        run.checks += adherence_checks(eval_set.cases(), capture.videos, run.videos, adherence_max_drop(tolerances))
     run.checks += _golden_video_checks(golden, capture, tolerances)
     if save_golden_set:
         save_golden(golden_dir or paths.root / "golden", model, eval_set.to_json(), inputs, reference_outputs, capture.videos)

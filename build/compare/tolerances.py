@@ -42,3 +42,11 @@ def video_thresholds(tolerances: dict[str, Any], precision: str) -> dict[str, fl
 def expected_graph_variants(tolerances: dict[str, Any]) -> list[tuple[str, str]]:
     """Every (component, precision) the file has thresholds for: what a complete target would ship."""
     return [(c, p) for c, by_precision in tolerances["graph"].items() for p in by_precision]
+
+
+def adherence_max_drop(tolerances: dict[str, Any]) -> float:
+    """[adherence].max_drop: how far a precision's color / motion accuracy may fall below FP32's."""
+    try:
+        return float(tolerances["adherence"]["max_drop"])
+    except KeyError as exc:
+        raise T2VError("the eval set asks for prompt adherence but the tolerances file has no [adherence] max_drop") from exc

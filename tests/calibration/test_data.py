@@ -37,6 +37,19 @@ def test_budgets() -> None:
     assert tiny.with_overrides(samples=7, seed=None).samples == 7
 
 
+def test_shapes_model_calibrates_on_its_own_captions() -> None:
+    """The trained shapes model's prompt files are its training captions and its held-out ones, from data.py."""
+    from t2vtrt.build.shapes import data
+
+    shapes = load_budget("shapes")
+    assert load_prompts("calibration", None, shapes.prompt_file("calibration")) == data.prompt_set("train")
+    held_out = load_prompts("eval", None, shapes.prompt_file("eval"))
+    assert sorted(held_out) == sorted(data.prompt_set("heldout"))
+    # Background-major order: any prefix of up to 18 prompts covers distinct held-out combinations.
+    assert len({p.split(" on a ")[0] for p in held_out[:18]}) == 18
+    assert load_budget("tiny").prompt_file("eval") == PROMPT_FILES["eval"].name
+
+
 def test_bad_budget_file(tmp_path: Path) -> None:
     """Unknown keys name themselves."""
     path = tmp_path / "b.json"

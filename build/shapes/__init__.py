@@ -1,0 +1,1 @@
+"""The `shapes` model: synthetic clips, its training script and the analytic prompt-adherence metric."""
