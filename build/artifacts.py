@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from t2vtrt.runtime.errors import T2VError
 
@@ -62,3 +65,21 @@ def read_export_info(paths: ArtifactPaths) -> dict[str, Any]:
     if not paths.export_info.is_file():
         raise T2VError(f"{paths.export_info} is missing: run `t2vtrt export --model ...` (or `make engines`) first")
     return json.loads(paths.export_info.read_text())
+
+
+@contextlib.contextmanager
+def build_lock(root: Path) -> Iterator[None]:
+    """Hold artifacts/.locks/<model>.lock while a stage writes: a second build of the model waits, never interleaves."""
+    # Beside, not inside, the model's folder: a bad model name must not leave an empty folder behind.
+    locks = root.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{root.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another build of {root} to finish ...", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

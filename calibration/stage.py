@@ -244,6 +244,7 @@ def run_quantize(paths: ArtifactPaths, cache_file: Path | None = None, gate: boo
         write_json(cp.gate, report)
         failed = [f"{v.variant}: {'; '.join(v.failures)}" for v in verdicts if not v.passed]
         if failed:
-            raise T2VError(f"INT8 accuracy gate failed ({' | '.join(failed)}); nothing installed; see {cp.gate}")
+            raise T2VError(f"INT8 accuracy gate failed ({' | '.join(failed)}); nothing installed; see {cp.gate}; keep more "
+                           "layers in FP16 (t2vtrt calibrate --plan FILE, make PLAN=FILE) or build without INT8 (make INT8=0)")
         _install([p for p in Path(tmp).iterdir() if p.is_file()], paths.onnx_dir)
     return report

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from t2vtrt.build.artifacts import build_lock
 from t2vtrt.runtime.errors import T2VError
 
 ARTIFACTS = Path("artifacts")
@@ -46,7 +47,7 @@ def export(ctx: click.Context, model: str, artifacts: Path, exporter: str | None
     from t2vtrt.build.progress import record_stage, task_bar
 
     start = time.perf_counter()
-    with task_bar("export", 3, ctx.obj["quiet"]) as advance:
+    with build_lock(_artifact_paths(model, artifacts).root), task_bar("export", 3, ctx.obj["quiet"]) as advance:
         info = run_export(model, artifacts, on_done=lambda name, s: advance(f"{name} {s:.1f}s"), exporter=exporter)
     paths = _artifact_paths(info["model"]["name"], artifacts)
     record_stage(paths.root, "1-export", time.perf_counter() - start, [paths.onnx(c) for c in info["components"]])
@@ -64,7 +65,7 @@ def surgery(ctx: click.Context, model: str, artifacts: Path, passes: str | None)
 
     paths = _artifact_paths(model, artifacts)
     start = time.perf_counter()
-    with task_bar("surgery", 3, ctx.obj["quiet"]) as advance:
+    with build_lock(paths.root), task_bar("surgery", 3, ctx.obj["quiet"]) as advance:
         report = run_surgery_stage(paths, passes.split(",") if passes else None, on_done=advance)
     record_stage(paths.root, "2-surgery", time.perf_counter() - start, [paths.onnx(c, "opt") for c in report["components"]])
 
@@ -88,8 +89,9 @@ def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str, dry_run: 
     paths = _artifact_paths(model, artifacts)
     target = resolve_target(gpu)
     start = time.perf_counter()
-    manifest = build_engines(paths, target, quiet=ctx.obj["quiet"], dry_run=dry_run, low_vram=low_vram,
-                             version_compatible=version_compatible, hardware_compat=hardware_compat)
+    with build_lock(paths.root):
+        manifest = build_engines(paths, target, quiet=ctx.obj["quiet"], dry_run=dry_run, low_vram=low_vram,
+                                 version_compatible=version_compatible, hardware_compat=hardware_compat)
     files = sorted(manifest.parent.iterdir())
     record_stage(paths.root, f"3-engines-{target}", time.perf_counter() - start, files)
     click.echo(str(manifest))
@@ -264,7 +266,7 @@ def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path |
 
     paths = _artifact_paths(model, artifacts)
     budget = load_budget(paths.root.name).with_overrides(samples=samples, seed=seed)
-    with phase_bars(ctx.obj["quiet"]) as on_event:
+    with build_lock(paths.root), phase_bars(ctx.obj["quiet"]) as on_event:
         done = run_calibrate(paths, plan_file, method, budget, on_event, trt_version)
     calib = paths.calib_dir
     record_stage(paths.root, "2b-calibrate", done["seconds"],
@@ -287,7 +289,7 @@ def quantize(ctx: click.Context, model: str, artifacts: Path, cache_file: Path |
     from t2vtrt.calibration.stage import run_quantize
 
     paths = _artifact_paths(model, artifacts)
-    with phase_bars(ctx.obj["quiet"]) as on_event:
+    with build_lock(paths.root), phase_bars(ctx.obj["quiet"]) as on_event:
         report = run_quantize(paths, cache_file, on_event=on_event)
     record_stage(paths.root, "2c-quantize", report["seconds"],
                  [paths.onnx("denoiser", k) for k in ("int8", "int8-cpuverify", "int8-u8s8")])
