@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,11 @@ class EmbeddedModel:
     ranges: ShapeRanges
     defaults: Defaults
     description: str = ""
+    shipped: Path | None = None  # trained weights in the repo: copied, not made from the seed
 
+
+SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
+_SHAPES_CONFIG = json.loads((SHAPES_DIR / "train_config.json").read_text())
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "tiny": EmbeddedModel(
@@ -91,6 +97,15 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         ranges=ShapeRanges(batch=(1, 1, 1), frames=(8, 16, 16), height=(256, 256, 256), width=(256, 256, 256)),
         defaults=Defaults(steps=10, guidance=7.5, frames=16, height=256, width=256, fps=8),
     ),
+    "shapes": EmbeddedModel(
+        family="unet3d",
+        description="trained on synthetic colored shapes (build/shapes): follows color, shape and motion prompts",
+        seed=_SHAPES_CONFIG["seed"],
+        sizes={part: {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()} for part, cfg in _SHAPES_CONFIG["model"].items()},
+        shipped=SHAPES_DIR / "model",
+        ranges=ShapeRanges(batch=(1, 1, 2), frames=(1, 8, 16), height=(32, 64, 128), width=(32, 64, 128)),
+        defaults=Defaults(steps=15, guidance=7.5, frames=8, height=64, width=64, fps=8),
+    ),
 }
 
 
@@ -111,7 +126,9 @@ def resolve_model(model: str, artifacts_root: Path) -> ModelRef:
     if model in EMBEDDED:
         spec = EMBEDDED[model]
         model_dir = artifacts_root / model / "model"
-        if not (model_dir / "model_index.json").is_file():
+        if spec.shipped is not None:
+            _copy_shipped(spec.shipped, model_dir)
+        elif not (model_dir / "model_index.json").is_file():
             with atomic_dir(model_dir) as tmp:
                 get_family(spec.family).create(tmp, spec.sizes, spec.seed)
         return ModelRef(model, model_dir, spec.family, spec, spec.ranges, spec.defaults)
@@ -124,6 +141,16 @@ def resolve_model(model: str, artifacts_root: Path) -> ModelRef:
     family = detect_family(path)
     family.check_layout(path)
     return ModelRef(path.resolve().name, path.resolve(), family.NAME, None, family.default_ranges(), family.defaults())
+
+
+def _copy_shipped(shipped: Path, model_dir: Path) -> None:
+    """Copy shipped weights to artifacts/<name>/model, again whenever the repo's copy changed (retrained)."""
+    if not (shipped / "model_index.json").is_file():
+        raise T2VError(f"the shipped model {shipped} is missing: restore it from git or retrain it with `t2vtrt train-tiny`")
+    if (model_dir / "model_index.json").is_file() and model_hash(model_dir) == model_hash(shipped):
+        return
+    with atomic_dir(model_dir) as tmp:
+        shutil.copytree(shipped, tmp, dirs_exist_ok=True)
 
 
 def model_hash(model_dir: Path) -> str:

@@ -299,6 +299,55 @@ def quantize(ctx: click.Context, model: str, artifacts: Path, cache_file: Path |
                    + (f" video PSNR min {video['psnr_db_min']:.1f} dB" if video else "") + "  PASSED")
 
 
+@cli.command("train-tiny")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Training config (default: build/shapes/train_config.json).")
+@click.option("--work", type=click.Path(path_type=Path), default=Path("artifacts/shapes-train"), show_default=True,
+              help="Checkpoints, loss logs and caches; rerun with the same --work to resume.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where the trained model goes (default: build/shapes/model, the shipped copy).")
+@click.pass_context
+def train_tiny(ctx: click.Context, config: Path | None, work: Path, out: Path | None) -> None:
+    """Train the embedded `shapes` model (VAE, then UNet3D) on synthetic clips; resumable."""
+    from t2vtrt.build.shapes import train
+
+    train.run(config or train.CONFIG, work, out or train.SHIPPED, quiet=ctx.obj["quiet"],
+              summary=train.SUMMARY if out is None else None, echo=click.echo)
+
+
+@cli.command("eval-adherence")
+@click.option("--engines", "engines_dir", required=True, type=click.Path(path_type=Path), help="A built target directory (holds manifest.json).")
+@click.option("--prompts", "prompt_set", type=click.Choice(["heldout", "train"]), default="heldout", show_default=True,
+              help="heldout: color/shape/motion combinations never seen in training.")
+@click.option("--steps", type=int, default=15, show_default=True)
+@click.option("--guidance", type=float, default=7.5, show_default=True)
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per prompt (0..N-1).")
+@click.option("--precision", default=None, help="fp32, int8, ... (default: the manifest's).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also write every score here.")
+@click.option("--gate", type=float, default=None, help="Exit 1 when color or motion accuracy is below this (e.g. 0.8).")
+@click.pass_context
+def eval_adherence(ctx: click.Context, engines_dir: Path, prompt_set: str, steps: int, guidance: float, seeds: int,
+                   precision: str | None, json_out: Path | None, gate: float | None) -> None:
+    """Prompt adherence of the `shapes` model: detected color, shape and motion vs the prompt, per attribute."""
+    from t2vtrt.build.progress import task_bar
+    from t2vtrt.build.shapes import adherence, data
+    from t2vtrt.runtime.files import write_json
+    from t2vtrt.runtime.pipeline import Pipeline
+
+    pipe = Pipeline.from_dir(engines_dir, precision=precision)
+    prompts = data.prompt_set(prompt_set)
+    with task_bar("adherence", len(prompts) * seeds, ctx.obj["quiet"]) as advance:
+        report = adherence.evaluate(pipe, prompts, steps, guidance, range(seeds), on_done=advance)
+    report.update({"engines": str(engines_dir), "prompts": prompt_set, "precision": precision or "default"})
+    if json_out:
+        write_json(json_out, report)
+    acc = report["accuracy"]
+    click.echo(f"{prompt_set}: {report['n']} videos, {steps} steps, guidance {guidance}")
+    for name, value in acc.items():
+        click.echo(f"  {name:<10} {100 * value:5.1f} %")
+    if gate is not None and min(acc["color"], acc["motion"]) < gate:
+        click.echo(f"FAILED: color and motion must be >= {100 * gate:.0f} %", err=True)
+        sys.exit(1)
+
+
 def main() -> None:
     """Entry point: T2VError becomes one line on stderr and exit code 2, never a traceback."""
     # Never reach for a model hub: models are local directories or made by code.

@@ -158,4 +158,4 @@ def test_nan_in_an_output_fails_with_a_clear_message(engines_copy: Path, tiny_pa
     check = _graph_checks(engines_copy, tiny_paths, "vae_decoder", feeds)["vae_decoder fp32"]
     assert check.status == FAILED
     assert check.failures[0].startswith("vae_decoder fp32: output 'image' has ") and "NaN/Inf values" in check.failures[0]
-    assert check.metrics["image"]["nonfinite"] == check.metrics["image"]["nonfinite"] > 0
+    assert check.metrics["image"]["nonfinite"] > 0
