@@ -41,17 +41,39 @@ def build_cpu_target(paths: ArtifactPaths) -> Path:
             variants[component] = {}
             for precision, src in by_precision.items():
                 file = f"{component}.{precision}.onnx"
-                _link_or_copy(src, tmp / file)
-                extra = []
-                for data in external_data_files(src):  # > 2 GB graphs keep weights beside them, by file name
-                    _link_or_copy(src.parent / data, tmp / data)
-                    extra.append({"file": data, "sha256": sha256_file(tmp / data)})
-                entry = variant_entry(tmp, file, precision, "onnxruntime")
+                fused = target_surgery(src, tmp / file)
+                extra = [{"file": data, "sha256": sha256_file(tmp / data)} for data in external_data_files(tmp / file)]
+                entry = variant_entry(tmp, file, precision, "onnxruntime", **({"target_passes": fused} if fused else {}))
                 variants[component][precision] = {**entry, "external_data": extra} if extra else entry
         _link_or_copy(paths.onnx_dir / info["tokenizer"]["file"], tmp / "tokenizer.json")
         manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"))
         write_manifest(tmp, manifest)
     return final / "manifest.json"
+
+
+def target_surgery(src: Path, dst: Path) -> dict[str, int]:
+    """Write src to dst through the cpu target's passes (ONNX Runtime-only fusions); return what each changed.
+
+    A graph none of them changes is copied byte for byte (weights beside it too), so its hash stays the source's.
+    """
+    from t2vtrt.build.surgery.registry import TARGET_PIPELINES
+    from t2vtrt.build.surgery.run import run_surgery
+
+    work = dst.parent / f".{dst.name}.surgery"
+    work.mkdir()
+    try:
+        report = run_surgery(src, work / dst.name, TARGET_PIPELINES["cpu"])
+        changed = {step["name"]: step["changed"] for step in report["passes"] if step["changed"]}
+        if changed:
+            for written in work.iterdir():
+                os.replace(written, dst.parent / written.name)
+            return changed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _link_or_copy(src, dst)
+    for data in external_data_files(src):  # > 2 GB graphs keep weights beside them, by file name
+        _link_or_copy(src.parent / data, dst.parent / data)
+    return {}
 
 
 def external_data_files(graph: Path) -> list[str]:

@@ -97,6 +97,27 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def segments(cfg: dict[str, Any]) -> list[tuple[int, float, int]]:
+    """(steps, peak lr, warmup) per learning-rate cycle: the phase's own, then each of cfg["then"] (a warm restart)."""
+    return [(int(c["steps"]), float(c["lr"]), int(c["warmup"])) for c in [cfg, *cfg.get("then", [])]]
+
+
+def total_steps(cfg: dict[str, Any]) -> int:
+    """Steps over all of a phase's learning-rate cycles."""
+    return sum(steps for steps, _, _ in segments(cfg))
+
+
+def scheduled_lr(step: int, cfg: dict[str, Any]) -> float:
+    """The learning rate at a global step: lr_at within whichever cycle the step falls in."""
+    start = 0
+    for steps, peak, warmup in segments(cfg):
+        if step < start + steps:
+            return lr_at(step - start, steps, peak, warmup)
+        start += steps
+    steps, peak, warmup = segments(cfg)[-1]
+    return lr_at(steps, steps, peak, warmup)
+
+
 def step_rng(seed: int, phase: int, step: int) -> np.random.Generator:
     """The generator for one training step: the same batch whether or not the run was resumed."""
     return np.random.default_rng([seed, phase, step])
@@ -450,14 +471,15 @@ def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, sp
     alphas = noise_schedule(init)
     prediction = scheduler_config(init)["prediction_type"]
     all_latents = torch.from_numpy(latents)
-    with Bar("unet", cfg["steps"], step, quiet) as bar:
+    total = total_steps(cfg)
+    with Bar("unet", total, step, quiet) as bar:
         last_save, start = time.perf_counter(), time.perf_counter() - elapsed
-        while step < cfg["steps"]:
+        while step < total:
             rng = step_rng(config["seed"], 3, step)
             pick = rng.choice(len(specs), cfg["batch"], replace=False)
             ids = torch.from_numpy(np.where(rng.random(len(pick)) < cfg["cond_dropout"], index[EMPTY], caption_ids[pick]))
             context = frozen[ids] if frozen is not None else models["text_encoder"](input_ids=all_ids[ids]).last_hidden_state
-            lr = _set_lr(opt, lr_at(step, cfg["steps"], cfg["lr"], cfg["warmup"]))
+            lr = _set_lr(opt, scheduled_lr(step, cfg))
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             loss = unet_loss(models["unet"], all_latents[pick], context, generator, alphas, cfg["min_snr_gamma"], prediction,
                              cfg.get("high_noise"))
@@ -469,9 +491,9 @@ def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, sp
             step += 1
             log.add(step, loss.item(), lr, time.perf_counter() - start)
             bar.update(step, f"loss {loss.item():.4f}")
-            if probe_cfg["prompts"] and (step % probe_cfg["every"] == 0 or step == cfg["steps"]):
+            if probe_cfg["prompts"] and (step % probe_cfg["every"] == 0 or step == total):
                 _log_probe(work, step, init, vae_dir, ema, probe_cfg)
-            if time.perf_counter() - last_save > config["checkpoint_seconds"] or step == cfg["steps"]:
+            if time.perf_counter() - last_save > config["checkpoint_seconds"] or step == total:
                 save_checkpoint(work / "unet.ckpt", {"model": models.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
                                                      "step": step, "elapsed": time.perf_counter() - start})
                 last_save = time.perf_counter()
@@ -592,7 +614,7 @@ def run(config_path: Path = CONFIG, work: Path = DEFAULT_WORK, out: Path = SHIPP
         "config": str(config_path),
         "wall_seconds_this_run": round(time.perf_counter() - start, 1),
         "train_seconds": {p: _elapsed(work / f"{p}.ckpt") for p in phases},
-        "steps": {p: config[f"{p}_train"]["steps"] for p in phases},
+        "steps": {p: total_steps(config[f"{p}_train"]) for p in phases},
         "final_loss": {p: round(LossLog(work / f"{p}_loss.csv").tail_mean(), 5) for p in phases},
         "model_bytes": folder_bytes(out),
         "component_bytes": {part.name: folder_bytes(part) for part in sorted(out.iterdir()) if part.is_dir()},

@@ -9,6 +9,7 @@ import onnx_graphsurgeon as gs
 
 from t2vtrt.runtime.errors import T2VError
 
+from .attention import fuse_attention_ort
 from .casts import fold_casts
 from .cleanup import cleanup
 from .fold import fold_constants
@@ -44,6 +45,7 @@ PASSES: dict[str, Pass] = _register(
     fold_casts,
     onehot_to_gather,
     fuse_group_norm,
+    fuse_attention_ort,
 )
 
 # Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
@@ -58,6 +60,12 @@ PIPELINES: dict[str, list[str]] = {
     "text_encoder": DEFAULT_PIPELINE,
     "denoiser": DEFAULT_PIPELINE,
     "vae_decoder": DEFAULT_PIPELINE,
+}
+
+# Per target, passes applied when the target's files are written from the shared *.opt.onnx graphs:
+# fusions into a runtime's own ops that other targets cannot read (TensorRT has no com.microsoft ops).
+TARGET_PIPELINES: dict[str, list[str]] = {
+    "cpu": ["fuse_attention_ort", "cleanup"],
 }
 
 

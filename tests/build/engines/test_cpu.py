@@ -15,16 +15,58 @@ from t2vtrt.runtime.pipeline import Pipeline
 
 
 def test_external_data_is_copied_and_hashed(tiny_paths: ArtifactPaths, tmp_path: Path) -> None:
-    """A denoiser saved with external data (as > 2 GB models are) yields a runnable, hash-checked target."""
+    """A graph saved with external data (as > 2 GB models are) yields a runnable, hash-checked target."""
     paths = ArtifactPaths(tmp_path / "tiny")
     shutil.copytree(tiny_paths.onnx_dir, paths.onnx_dir)
-    graph = paths.onnx("denoiser", "opt")
+    # The text encoder: no cpu-target pass rewrites it (CLIP's attention is masked), so it ships as exported.
+    graph = paths.onnx("text_encoder", "opt")
     model = onnx.load(str(graph))
-    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location="denoiser.opt.onnx.data", size_threshold=1024)
-    assert external_data_files(graph) == ["denoiser.opt.onnx.data"]
+    onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location="text_encoder.opt.onnx.data", size_threshold=1024)
+    assert external_data_files(graph) == ["text_encoder.opt.onnx.data"]
+    manifest_path = build_cpu_target(paths)
+    variant = json.loads(manifest_path.read_text())["components"]["text_encoder"]["variants"]["fp32"]
+    assert [e["file"] for e in variant["external_data"]] == ["text_encoder.opt.onnx.data"] and "target_passes" not in variant
+    load_manifest(manifest_path.parent)  # hashes of graph and data verify
+    video = Pipeline.from_dir(manifest_path.parent)("a boat", steps=1, frames=2, height=32, width=32)
+    assert video.shape == (2, 32, 32, 3)
+
+
+def test_cpu_denoiser_runs_fused_attention_with_the_same_output(tiny_paths: ArtifactPaths, tiny_engines: Path) -> None:
+    """The cpu target's denoiser has its attention fused for ONNX Runtime, says so, and computes what the shared graph does."""
+    import numpy as np
+    import onnxruntime as ort
+
+    variant = json.loads((tiny_engines / "manifest.json").read_text())["components"]["denoiser"]["variants"]["fp32"]
+    shipped = onnx.load(str(tiny_engines / variant["file"]))
+    fused = sum(n.op_type == "MultiHeadAttention" for n in shipped.graph.node)
+    assert fused > 0 and variant["target_passes"] == {"fuse_attention_ort": fused}
+    assert not any(n.op_type == "Softmax" for n in shipped.graph.node)
+    shared = tiny_paths.onnx("denoiser", "opt")  # what TensorRT reads: no com.microsoft ops in it
+    assert not any(n.domain == "com.microsoft" for n in onnx.load(str(shared)).graph.node)
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (tiny_engines / variant["file"], shared)]
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in sessions[1].get_inputs():
+        shape = [2 if not isinstance(d, int) else d for d in i.shape]
+        if i.name == "sample":
+            shape = [2, shape[1], 3, 8, 8]
+        feeds[i.name] = (rng.standard_normal(shape) * (100 if i.name == "timestep" else 1)).astype(np.float32)
+    got, want = (s.run(None, feeds)[0] for s in sessions)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_a_rewritten_graph_past_the_size_limit_keeps_its_weights_beside_it(tiny_paths: ArtifactPaths, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """A fused graph too big for one protobuf is written with external data, which the manifest lists and hashes."""
+    import t2vtrt.build.surgery.run as surgery_run
+
+    monkeypatch.setattr(surgery_run, "EXTERNAL_DATA_BYTES", 0)  # every rewritten graph counts as > 2 GB
+    paths = ArtifactPaths(tmp_path / "tiny")
+    shutil.copytree(tiny_paths.onnx_dir, paths.onnx_dir)
     manifest_path = build_cpu_target(paths)
     variant = json.loads(manifest_path.read_text())["components"]["denoiser"]["variants"]["fp32"]
-    assert [e["file"] for e in variant["external_data"]] == ["denoiser.opt.onnx.data"]
-    load_manifest(manifest_path.parent)  # hashes of graph and data verify
+    assert variant["target_passes"]["fuse_attention_ort"] > 0
+    assert [e["file"] for e in variant["external_data"]] == ["denoiser.fp32.onnx.data"]
+    assert not list(manifest_path.parent.glob(".*"))  # no temp folders left behind
     video = Pipeline.from_dir(manifest_path.parent)("a boat", steps=1, frames=2, height=32, width=32)
     assert video.shape == (2, 32, 32, 3)

@@ -69,6 +69,17 @@ def test_learning_rate_schedule() -> None:
     assert train.lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
 
 
+
+def test_warm_restart_cycles() -> None:
+    """cfg["then"] appends cycles: the global step runs on into the next cycle's warmup and cosine."""
+    cfg = {"steps": 100, "lr": 1.0, "warmup": 10, "then": [{"steps": 50, "lr": 0.5, "warmup": 5}]}
+    assert train.total_steps(cfg) == 150 and train.total_steps({"steps": 100, "lr": 1.0, "warmup": 10}) == 100
+    assert train.scheduled_lr(9, cfg) == pytest.approx(1.0)
+    assert train.scheduled_lr(99, cfg) == pytest.approx(train.lr_at(99, 100, 1.0, 10))
+    assert train.scheduled_lr(100, cfg) == pytest.approx(0.1)  # restart: first warmup step of the 0.5 cycle
+    assert train.scheduled_lr(104, cfg) == pytest.approx(0.5)
+    assert train.scheduled_lr(150, cfg) == pytest.approx(0.05)  # past the end: the last cycle's floor
+
 def test_pretrained_vae_skips_the_vae_phase(tmp_path: Path) -> None:
     """run(vae=DIR) copies a trained VAE instead of training one, rescales it on the UNet data and says so."""
     from diffusers import AutoencoderKL
