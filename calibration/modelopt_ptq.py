@@ -58,7 +58,8 @@ def _copy_graph(source: Path, work: Path) -> Path:
 
 
 def quantize_graph(source: str, output: str, data: str, samples: int, high_precision: str,
-                   nodes_to_exclude: list[str], cache: str | None = None, method: str = "entropy") -> dict[str, Any]:
+                   nodes_to_exclude: list[str], cache: str | None = None, method: str = "entropy",
+                   frame_axes: dict[str, int] | None = None, tool_frames: int | None = None) -> dict[str, Any]:
     """ModelOpt INT8 PTQ of `source` into `output` (atomic); FP16-fallback nodes never read a Q/DQ'd tensor."""
     import logging
 
@@ -66,11 +67,11 @@ def quantize_graph(source: str, output: str, data: str, samples: int, high_preci
 
     from t2vtrt.calibration.capture import Capture
     from t2vtrt.calibration.qdq import unquantize_fallbacks
-    from t2vtrt.calibration.reader import FeedReader
+    from t2vtrt.calibration.reader import FeedReader, crop_frames
 
     logging.getLogger().setLevel(logging.ERROR)
     _linear_dead_cast_cleanup()
-    feeds = Capture.load(Path(data)).feeds[:samples]
+    feeds = crop_frames(Capture.load(Path(data)).feeds[:samples], frame_axes or {}, tool_frames)
     with tempfile.TemporaryDirectory(prefix="t2vtrt-modelopt.") as tmp:
         work = Path(tmp)
         graph = _copy_graph(Path(source), work)

@@ -8,6 +8,18 @@ from onnxruntime.quantization import CalibrationDataReader
 Feeds = dict[str, np.ndarray]
 
 
+def crop_frames(feeds: list[Feeds], frame_axes: dict[str, int], frames: int | None) -> list[Feeds]:
+    """The first `frames` frames of every input that has a frames axis (`frame_axes`: input -> axis); None keeps all.
+
+    For the tools' own calibration pass only, whose ranges ours replace: ModelOpt and quantize_static record
+    every tensor of the graph at once, which at 16 frames of 32x32 latents exceeds 24 GiB.
+    """
+    if frames is None:
+        return list(feeds)
+    return [{name: np.take(value, np.arange(min(frames, value.shape[frame_axes[name]])), axis=frame_axes[name])
+             if name in frame_axes else value for name, value in feed.items()} for feed in feeds]
+
+
 class FeedReader(CalibrationDataReader):
     """Yields each captured denoiser call once; rewindable."""
 

@@ -29,6 +29,7 @@ class Budget:
     seed: int
     stats_batch: int
     stats_tensors: int
+    tool_frames: int | None = None  # crop the tools' own (discarded) calibration feeds to this many frames
     prompts_file: str = "prompts.txt"  # in calibration/: the prompts captured for calibration
     eval_prompts_file: str = "prompts_eval.txt"  # in calibration/: held out, for the sweep and the gate
 
@@ -53,4 +54,7 @@ def load_budget(model_name: str, path: Path = BUDGETS_FILE) -> Budget:
     budget = Budget(**merged)
     if budget.samples < 1 or budget.eval_samples < 1 or budget.num_quantized_bins >= budget.num_bins:
         raise T2VError(f"{path}: samples and eval_samples must be >= 1 and num_quantized_bins < num_bins")
+    if budget.tool_frames is not None and budget.tool_frames < 2:
+        # One frame turns the temporal attention's MatMuls into GEMVs, which ModelOpt then leaves unquantized.
+        raise T2VError(f"{path}: tool_frames for {model_name!r} must be null or >= 2")
     return budget

@@ -88,6 +88,17 @@ def ensure_capture(paths: ArtifactPaths, target: Path, which: str, limit: int | 
     return made
 
 
+def frame_axes(paths: ArtifactPaths) -> dict[str, int]:
+    """Denoiser input name -> index of its "frames" axis, from the export record."""
+    inputs = read_export_info(paths)["components"]["denoiser"]["inputs"]
+    return {i["name"]: i["shape"].index("frames") for i in inputs if "frames" in i["shape"]}
+
+
+def _tool_feeds(paths: ArtifactPaths, budget: Budget) -> dict[str, Any]:
+    """What a ModelOpt / quantize_static child loads for the tool's own calibration pass (its ranges are replaced)."""
+    return {"samples": budget.tool_samples, "frame_axes": frame_axes(paths), "tool_frames": budget.tool_frames}
+
+
 def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Event | None) -> Any:
     """ModelOpt's Q/DQ placement with every quantizable node quantized, FP32 elsewhere (for ranges and the sweep).
 
@@ -97,9 +108,8 @@ def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Even
     stamp = {"source_sha256": sha256_file(cp.source)}
     if not (cp.layout.is_file() and cp.layout_stamp.is_file() and json.loads(cp.layout_stamp.read_text()) == stamp):
         run_isolated(Call("t2vtrt.calibration.modelopt_ptq:quantize_graph",
-                          {"source": str(cp.source), "output": str(cp.layout), "data": str(cp.data),
-                           "samples": budget.tool_samples, "high_precision": "fp32", "nodes_to_exclude": [], "cache": None,
-                           "method": "max"},
+                          {"source": str(cp.source), "output": str(cp.layout), "data": str(cp.data), **_tool_feeds(paths, budget),
+                           "high_precision": "fp32", "nodes_to_exclude": [], "cache": None, "method": "max"},
                           paths.root / "logs" / "modelopt-layout.log"))
         write_json(cp.layout_stamp, stamp)
     _emit(on_event, "modelopt placement", 1, 1)
@@ -184,7 +194,8 @@ def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: s
 def _quantize_all(paths: ArtifactPaths, cp: CalibPaths, out: dict[str, Path], cache: Path, excluded: list[str],
                   u8_ranges: dict[str, list[float]], budget: Budget) -> None:
     """ModelOpt's two graphs and the U8S8 graph, in two child processes side by side."""
-    common = {"source": str(cp.source), "data": str(cp.data), "samples": budget.tool_samples,
+    tools = _tool_feeds(paths, budget)
+    common = {"source": str(cp.source), "data": str(cp.data), **tools,
               "nodes_to_exclude": excluded, "cache": str(cache), "method": "entropy"}
     run_isolated(
         Call("t2vtrt.calibration.modelopt_ptq:quantize_graphs",
@@ -193,7 +204,7 @@ def _quantize_all(paths: ArtifactPaths, cp: CalibPaths, out: dict[str, Path], ca
              paths.root / "logs" / "modelopt-quantize.log"),
         Call("t2vtrt.calibration.u8s8:quantize_u8s8",
              {"source": str(cp.source), "output": str(out["u8s8"]), "data": str(cp.data),
-              "samples": budget.tool_samples, "ranges": u8_ranges, "nodes_to_exclude": excluded},
+              **tools, "ranges": u8_ranges, "nodes_to_exclude": excluded},
              paths.root / "logs" / "onnxruntime-u8s8.log"))
 
 

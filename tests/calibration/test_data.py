@@ -10,7 +10,8 @@ import pytest
 
 from t2vtrt.calibration.capture import Capture, select_steps
 from t2vtrt.calibration.prompts import PROMPT_FILES, load_prompts, read_prompts
-from t2vtrt.calibration.settings import load_budget
+from t2vtrt.calibration.reader import crop_frames
+from t2vtrt.calibration.settings import BUDGETS_FILE, load_budget
 from t2vtrt.runtime.errors import T2VError
 
 
@@ -48,6 +49,28 @@ def test_shapes_model_calibrates_on_its_own_captions() -> None:
     # Background-major order: any prefix of up to 18 prompts covers distinct held-out combinations.
     assert len({p.split(" on a ")[0] for p in held_out[:18]}) == 18
     assert load_budget("tiny").prompt_file("eval") == PROMPT_FILES["eval"].name
+
+
+def test_tool_frames_below_two_are_refused(tmp_path: Path) -> None:
+    """One frame would change which MatMuls ModelOpt quantizes: the budget says so in one line."""
+    path = tmp_path / "b.json"
+    default = json.loads(BUDGETS_FILE.read_text())["default"]
+    path.write_text(json.dumps({"default": {**default, "tool_frames": 1}}))
+    with pytest.raises(T2VError, match="tool_frames"):
+        load_budget("tiny", path)
+    assert load_budget("bench").tool_frames == 2 and load_budget("some-checkpoint").tool_frames is None
+
+
+def test_crop_frames_keeps_the_first_frames_of_inputs_with_a_frames_axis() -> None:
+    """sample (B, C, F, h, w) loses frames; inputs without a frames axis pass through untouched."""
+    sample = np.arange(2 * 3 * 5 * 2 * 2, dtype=np.float32).reshape(2, 3, 5, 2, 2)
+    context = np.ones((2, 7, 4), np.float32)
+    feeds = [{"sample": sample, "encoder_hidden_states": context}]
+    cropped = crop_frames(feeds, {"sample": 2}, 2)[0]
+    assert cropped["sample"].shape == (2, 3, 2, 2, 2) and np.array_equal(cropped["sample"], sample[:, :, :2])
+    assert cropped["encoder_hidden_states"] is context
+    assert crop_frames(feeds, {"sample": 2}, 9)[0]["sample"].shape == sample.shape  # fewer frames than asked: all
+    assert crop_frames(feeds, {"sample": 2}, None)[0]["sample"] is sample
 
 
 def test_bad_budget_file(tmp_path: Path) -> None:
