@@ -1,15 +1,15 @@
 # t2v-trt: every target is a thin call of the `t2vtrt` CLI; file targets make rebuilds incremental.
-#   make engines [MODEL=tiny|shapes|bench|/path/to/diffusers-dir] [GPU=auto|cpu|rtx3060|...] [INT8=0]
+#   make engines [MODEL=shapes|tiny|bench|/path/to/diffusers-dir] [GPU=auto|cpu|rtx3060|...] [INT8=0]
 #   make test | compare | bench | nightly | gpu-check
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 
-MODEL ?= tiny
+MODEL ?= shapes
 GPU ?= auto
 PYTHON ?= python3
 VENV ?= .venv
 ARTIFACTS ?= artifacts
-PROMPT ?= a red balloon rising over a lake
+PROMPT ?= a red circle moving left on a dark background
 PYTEST_ARGS ?=
 # INT8=1: calibrate + quantize the denoiser before building engines (DESIGN.md section 3); INT8=0 skips both.
 INT8 ?= 1

@@ -23,7 +23,7 @@ def _artifact_paths(model: str, artifacts: Path):  # type: ignore[no-untyped-def
     return ArtifactPaths(artifacts / name)
 
 
-model_option = click.option("--model", "-m", default="tiny", show_default=True, help="Embedded model name (tiny, bench) or a local diffusers directory.")
+model_option = click.option("--model", "-m", default="shapes", show_default=True, help="Embedded model name (shapes, tiny, bench) or a local diffusers directory.")
 artifacts_option = click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True, help="Root of all generated files.")
 
 

@@ -611,7 +611,7 @@ def run(config_path: Path = CONFIG, work: Path = DEFAULT_WORK, out: Path = SHIPP
     write_model(init, vae_dir, trained, out)
     phases = [p for p in ("vae", "unet") if (work / f"{p}_loss.csv").is_file()]
     result = {
-        "config": str(config_path),
+        "config": _display(config_path),
         "wall_seconds_this_run": round(time.perf_counter() - start, 1),
         "train_seconds": {p: _elapsed(work / f"{p}.ckpt") for p in phases},
         "steps": {p: total_steps(config[f"{p}_train"]) for p in phases},
@@ -631,6 +631,14 @@ def run(config_path: Path = CONFIG, work: Path = DEFAULT_WORK, out: Path = SHIPP
         write_json(summary, result)
     echo(json.dumps(result, indent=2))
     return result
+
+
+def _display(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (summaries stay machine-independent)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _elapsed(checkpoint: Path) -> float | None:

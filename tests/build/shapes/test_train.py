@@ -19,7 +19,7 @@ def _micro_config(tmp_path: Path, unet_steps: int) -> Path:
     config = copy.deepcopy(train.load_config())
     config["vae_data"]["clips"] = config["unet_data"]["clips"] = 4
     config["vae_train"].update(steps=2, batch=4, warmup=1)
-    config["unet_train"].update(steps=unet_steps, batch=2, warmup=1)
+    config["unet_train"].update(steps=unet_steps, batch=2, warmup=1, then=[])  # no second cycle in the micro run
     config["probe"]["prompts"] = 0
     path = tmp_path / f"config{unet_steps}.json"
     path.write_text(json.dumps(config))
