@@ -3,7 +3,7 @@
 Why: ONNX Runtime's CPU MultiHeadAttention (float32, no mask) runs MLAS flash attention, which tiles the
 scores to the L2 cache and never holds the whole (batch*frames, heads, S, S) score tensor. The plain
 pattern materialises it: at 16 frames of 32x32 latents one spatial self-attention writes 1 GiB of scores,
-and on the bench model that tensor's first touch alone took 4.5 s of a 6 s denoiser call.
+and on the bench model that node alone took 4.5 s of an 11 s first call (1 thread; 0.14 s once warm).
 Not for the TensorRT target: its ONNX parser has no com.microsoft ops (and fuses the plain pattern itself).
 
 The exporter writes attention as Q and K already scaled (by Mul) in BNSH / BNHS layout; the fused node
