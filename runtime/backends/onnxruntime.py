@@ -22,6 +22,10 @@ class OrtSession:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Memory patterns pre-plan one block per run from the first run's allocations; the arena alone reuses
+        # freed blocks instead. Measured on the bench model (make bench, idle): peak RSS 1458 -> 955 MB for
+        # fp32, 1301 -> 800 MB for int8, same speed within run-to-run noise.
+        options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
