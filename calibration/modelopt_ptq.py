@@ -65,13 +65,12 @@ def quantize_graph(source: str, output: str, data: str, samples: int, high_preci
 
     from modelopt.onnx.quantization import quantize
 
-    from t2vtrt.calibration.capture import Capture
     from t2vtrt.calibration.qdq import unquantize_fallbacks
-    from t2vtrt.calibration.reader import FeedReader, crop_frames
+    from t2vtrt.calibration.reader import FeedReader, tool_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
     _linear_dead_cast_cleanup()
-    feeds = crop_frames(Capture.load(Path(data)).feeds[:samples], frame_axes or {}, tool_frames)
+    feeds = tool_feeds(data, samples, frame_axes, tool_frames)
     with tempfile.TemporaryDirectory(prefix="t2vtrt-modelopt.") as tmp:
         work = Path(tmp)
         graph = _copy_graph(Path(source), work)

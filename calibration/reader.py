@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
@@ -18,6 +20,13 @@ def crop_frames(feeds: list[Feeds], frame_axes: dict[str, int], frames: int | No
         return list(feeds)
     return [{name: np.take(value, np.arange(min(frames, value.shape[frame_axes[name]])), axis=frame_axes[name])
              if name in frame_axes else value for name, value in feed.items()} for feed in feeds]
+
+
+def tool_feeds(data: str, samples: int, frame_axes: dict[str, int] | None, tool_frames: int | None) -> list[Feeds]:
+    """The first `samples` captured calls in `data`, cropped for a tool's own calibration pass (see crop_frames)."""
+    from t2vtrt.calibration.capture import Capture
+
+    return crop_frames(Capture.load(Path(data)).feeds[:samples], frame_axes or {}, tool_frames)
 
 
 class FeedReader(CalibrationDataReader):

@@ -50,13 +50,12 @@ def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dic
     """Quantize `source` into `output` (atomic); `ranges` maps tensor -> [rmin, rmax]."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from t2vtrt.calibration.capture import Capture
     from t2vtrt.calibration.graphs import load_model, needs_external_data, save_model
     from t2vtrt.calibration.qdq import activation_quantizers, unquantize_fallbacks
-    from t2vtrt.calibration.reader import FeedReader, crop_frames
+    from t2vtrt.calibration.reader import FeedReader, tool_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
-    feeds = crop_frames(Capture.load(Path(data)).feeds[:samples], frame_axes or {}, tool_frames)
+    feeds = tool_feeds(data, samples, frame_axes, tool_frames)
     float_matmuls = activation_matmuls(load_model(Path(source)))
     overrides = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
     with tempfile.TemporaryDirectory(prefix="t2vtrt-u8s8.") as tmp:
