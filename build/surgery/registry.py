@@ -13,10 +13,12 @@ from .attention import fuse_attention_ort
 from .casts import fold_casts
 from .cleanup import cleanup
 from .fold import fold_constants
+from .geglu import split_geglu
 from .groupnorm import fuse_group_norm
 from .identity import remove_identity
 from .onehot import onehot_to_gather
 from .shapes import infer_shapes
+from .transposes import split_slow_transposes
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ PASSES: dict[str, Pass] = _register(
     onehot_to_gather,
     fuse_group_norm,
     fuse_attention_ort,
+    split_slow_transposes,
+    split_geglu,
 )
 
 # Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
@@ -55,17 +59,19 @@ DEFAULT_PIPELINE: list[str] = [
     "cleanup", "remove_identity", "fold_constants", "fold_casts", "onehot_to_gather", "cleanup",
 ]
 
-# One list for every component today; a component that needs more gets its own entry here.
+# The default list, plus what one component needs: the denoiser splits its GEGLU projections (ONNX Runtime
+# copies the whole projected tensor to slice it in two), after folding has made the Slice bounds constants.
 PIPELINES: dict[str, list[str]] = {
     "text_encoder": DEFAULT_PIPELINE,
-    "denoiser": DEFAULT_PIPELINE,
+    "denoiser": DEFAULT_PIPELINE[:-1] + ["split_geglu", "cleanup"],
     "vae_decoder": DEFAULT_PIPELINE,
 }
 
 # Per target, passes applied when the target's files are written from the shared *.opt.onnx graphs:
-# fusions into a runtime's own ops that other targets cannot read (TensorRT has no com.microsoft ops).
+# fusions into a runtime's own ops that other targets cannot read (TensorRT has no com.microsoft ops), and
+# rewrites for one runtime's kernels (ONNX Runtime's fast Transpose paths; TensorRT plans its own copies).
 TARGET_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["fuse_attention_ort", "cleanup"],
+    "cpu": ["split_slow_transposes", "fuse_attention_ort", "cleanup"],
 }
 
 

@@ -110,6 +110,10 @@ def test_u8s8_graph(calibrated) -> None:  # type: ignore[no-untyped-def]
     assert weights and {inits[d.input[0]].dtype for d in stored} <= {np.dtype(np.int8), np.dtype(np.int32)}  # int32: biases
     assert {r.op_type for d in weights for r in readers[d.output[0]]} <= {"Conv", "MatMul", "Gemm"}
     assert qdq.nodes_touching_qdq(model, excluded) == []
+    # MatMul outputs stay float (ORT's MatMulIntegerToFloat); Conv outputs are requantized (QLinearConv).
+    linear = [n for n in model.graph.node if n.op_type in ("MatMul", "Conv") and n.name not in excluded]
+    requantized = {n.op_type for n in linear if any(r.op_type == "QuantizeLinear" for r in readers[n.output[0]])}
+    assert requantized == {"Conv"}
     # Attention's activation x activation MatMuls stay float (uint8 softmax probabilities are too coarse).
     attention = set(activation_matmuls(load_model(CalibPaths(paths).source)))
     assert attention and qdq.nodes_touching_qdq(model, attention) == []
