@@ -92,3 +92,14 @@ def set_opset(graph: gs.Graph, version: int) -> None:
             entry.version = version
     needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", version)])
     graph.ir_version = max(graph.ir_version or 0, needed)
+
+
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops
+
+
+def import_domain(graph: gs.Graph, domain: str, version: int = 1) -> None:
+    """Declare `domain` in the graph's opset imports (export_onnx writes import_domains as they are)."""
+    imports = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
+    if not any(entry.domain == domain for entry in imports):
+        imports.append(onnx.helper.make_opsetid(domain, version))
+    graph.import_domains = imports

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ._graph import producer, sole_consumer
-
-MS_DOMAIN = "com.microsoft"
+from ._graph import MS_DOMAIN, import_domain, producer, sole_consumer
 
 
 @dataclass
@@ -93,22 +91,12 @@ def _rewrite(graph: gs.Graph, m: _Match) -> None:
     graph.layer(op="Transpose", name=f"{tag}/to_bnsh", inputs=[split], outputs=[m.out], attrs={"perm": [0, 2, 1, 3]})
 
 
-def _import_domain(graph: gs.Graph, domain: str, version: int = 1) -> None:
-    """Declare `domain` in the graph's opset imports (export_onnx writes import_domains as they are)."""
-    import onnx
-
-    imports = list(graph.import_domains or [onnx.helper.make_opsetid("", graph.opset)])
-    if not any(entry.domain == domain for entry in imports):
-        imports.append(onnx.helper.make_opsetid(domain, version))
-    graph.import_domains = imports
-
-
 def fuse_attention_ort(graph: gs.Graph) -> int:
     """Fuse float32 MatMul->Softmax->MatMul attention into com.microsoft.MultiHeadAttention (ONNX Runtime only)."""
     matches = [m for m in (_match(n, graph.outputs) for n in list(graph.nodes) if n.op == "Softmax") if m is not None]
     for m in matches:
         _rewrite(graph, m)
     if matches:
-        _import_domain(graph, MS_DOMAIN)
+        import_domain(graph, MS_DOMAIN)
         graph.cleanup().toposort()
     return len(matches)

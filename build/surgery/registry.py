@@ -17,6 +17,9 @@ from .geglu import split_geglu
 from .groupnorm import fuse_group_norm
 from .identity import remove_identity
 from .onehot import onehot_to_gather
+from .qdq_matmul import fuse_matmul_integer_bias
+from .qdq_shapes import shapes_skip_dequantize
+from .scales import fold_scale_into_weights
 from .shapes import infer_shapes
 from .transposes import split_slow_transposes
 
@@ -50,6 +53,9 @@ PASSES: dict[str, Pass] = _register(
     fuse_attention_ort,
     split_slow_transposes,
     split_geglu,
+    fold_scale_into_weights,
+    shapes_skip_dequantize,
+    fuse_matmul_integer_bias,
 )
 
 # Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
@@ -60,18 +66,20 @@ DEFAULT_PIPELINE: list[str] = [
 ]
 
 # The default list, plus what one component needs: the denoiser splits its GEGLU projections (ONNX Runtime
-# copies the whole projected tensor to slice it in two), after folding has made the Slice bounds constants.
+# copies the whole projected tensor to slice it in two), after folding has made the Slice bounds constants,
+# and folds attention's query/key scaling into the projection weights (one pass over Q and K less).
 PIPELINES: dict[str, list[str]] = {
     "text_encoder": DEFAULT_PIPELINE,
-    "denoiser": DEFAULT_PIPELINE[:-1] + ["split_geglu", "cleanup"],
+    "denoiser": DEFAULT_PIPELINE[:-1] + ["split_geglu", "fold_scale_into_weights", "cleanup"],
     "vae_decoder": DEFAULT_PIPELINE,
 }
 
 # Per target, passes applied when the target's files are written from the shared *.opt.onnx graphs:
 # fusions into a runtime's own ops that other targets cannot read (TensorRT has no com.microsoft ops), and
 # rewrites for one runtime's kernels (ONNX Runtime's fast Transpose paths; TensorRT plans its own copies).
+# The two Q/DQ passes change only quantized graphs (the INT8 variants); float graphs pass through them.
 TARGET_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["split_slow_transposes", "fuse_attention_ort", "cleanup"],
+    "cpu": ["split_slow_transposes", "shapes_skip_dequantize", "fuse_matmul_integer_bias", "fuse_attention_ort", "cleanup"],
 }
 
 
