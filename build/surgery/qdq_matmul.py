@@ -75,7 +75,7 @@ def _fuse(graph: gs.Graph, m: _Match) -> None:
     out = m.add.outputs[0]
     a, a_scale, a_zero = m.act.inputs
     b, b_scale, b_zero = m.weight.inputs
-    fused = gs.Node("MatMulIntegerToFloat", name=f"{m.matmul.name}/int_to_float", domain=MS_DOMAIN,
+    fused = gs.Node("MatMulIntegerToFloat", name=f"{m.matmul.name or out.name}/int_to_float", domain=MS_DOMAIN,
                     inputs=[a, b, a_scale, b_scale, a_zero, b_zero, m.bias], outputs=[out])
     for node in (m.matmul, m.add):
         node.inputs.clear()

@@ -40,6 +40,7 @@ def _projection(tensor: gs.Tensor) -> gs.Node | None:
 def fold_scale_into_weights(graph: gs.Graph) -> int:
     """Fold Mul(reshaped/transposed MatMul(x, W), scalar s) into MatMul(x, W*s); return how many Muls went."""
     folded = 0
+    scaled_weights: dict[tuple[str, float], gs.Constant] = {}
     for mul in [n for n in graph.nodes if n.op == "Mul" and len(n.inputs) == 2]:
         found = _scalar(mul)
         matmul = _projection(found[0]) if found else None
@@ -50,9 +51,13 @@ def fold_scale_into_weights(graph: gs.Graph) -> int:
             mul.inputs.clear()
             mul.inputs.extend([found[0], factor])
         weight = matmul.inputs[1]
-        scaled = (weight.values * np.asarray(found[1], dtype=weight.values.dtype)).astype(weight.values.dtype)
-        # A new constant: the weight may be shared (tied) with a projection that is not scaled.
-        matmul.inputs[1] = gs.Constant(f"{weight.name}.scaled", scaled)
+        # A new constant (the weight may be tied to a projection that is not scaled), one per weight and factor.
+        key = (weight.name, found[1])
+        if key not in scaled_weights:
+            values = (weight.values * np.asarray(found[1], dtype=weight.values.dtype)).astype(weight.values.dtype)
+            earlier = sum(name == weight.name for name, _ in scaled_weights)  # same weight, another factor
+            scaled_weights[key] = gs.Constant(f"{weight.name}.scaled{earlier or ''}", values)
+        matmul.inputs[1] = scaled_weights[key]
         if bypass(graph, mul):
             folded += 1
         else:

@@ -120,16 +120,17 @@ def _rewrite(graph: gs.Graph, node: gs.Node, steps: list[Step], dims: Sequence[o
             targets.append(target)
         layout = step.layout
     source, result = node.inputs[0], node.outputs[0]
+    base = node.name or result.name  # unique either way: an unnamed node is known by its output
     node.inputs.clear()
     node.outputs.clear()
     current, shapes = source, iter(targets)
     for k, step in enumerate(steps):
-        out = result if k == len(steps) - 1 else gs.Variable(f"{node.name}/fast_{k}", dtype=result.dtype)
+        out = result if k == len(steps) - 1 else gs.Variable(f"{base}/fast_{k}", dtype=result.dtype)
         if step.op == "Reshape":
-            shape = gs.Constant(f"{node.name}/fast_{k}_shape", np.array(next(shapes), dtype=np.int64))
-            graph.nodes.append(gs.Node("Reshape", name=f"{node.name}/fast_{k}", inputs=[current, shape], outputs=[out]))
+            shape = gs.Constant(f"{base}/fast_{k}_shape", np.array(next(shapes), dtype=np.int64))
+            graph.nodes.append(gs.Node("Reshape", name=f"{base}/fast_{k}", inputs=[current, shape], outputs=[out]))
         else:
-            graph.nodes.append(gs.Node("Transpose", name=f"{node.name}/fast_{k}", attrs={"perm": list(step.perm)},
+            graph.nodes.append(gs.Node("Transpose", name=f"{base}/fast_{k}", attrs={"perm": list(step.perm)},
                                        inputs=[current], outputs=[out]))
         current = out
     return True

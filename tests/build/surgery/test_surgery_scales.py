@@ -51,3 +51,24 @@ def test_what_is_not_a_private_scalar_scale_is_left_alone(ortc, variant):
     ops = [n.op for n in graph.nodes]
     assert fold_scale_into_weights(graph) == 0
     assert [n.op for n in graph.nodes] == ops
+
+
+def test_a_weight_tied_to_an_unscaled_projection_keeps_its_values(ortc):
+    """Q and K share one weight: both scaled (one new constant); a third, unscaled reader keeps the original."""
+    rng = np.random.default_rng(0)
+    x = gs.Variable("x", dtype=np.float32, shape=["b", 4])
+    w = gs.Constant("w", rng.standard_normal((4, 4)).astype(np.float32))
+    s = gs.Constant("s", np.array(0.5, np.float32))
+    nodes, outputs = [], []
+    for name, scaled in (("q", True), ("k", True), ("v", False)):
+        y, out = gs.Variable(f"{name}_mm", dtype=np.float32), gs.Variable(name, dtype=np.float32, shape=["b", 4])
+        nodes.append(gs.Node("MatMul", inputs=[x, w], outputs=[y if scaled else out]))
+        if scaled:
+            nodes.append(gs.Node("Mul", inputs=[y, s], outputs=[out]))
+        outputs.append(out)
+    graph = ortc.graph(nodes, [x], outputs)
+    before = ortc.model(graph)
+    assert fold_scale_into_weights(graph) == 2
+    weights = sorted({n.inputs[1].name for n in graph.nodes if n.op == "MatMul"})
+    assert weights == ["w", "w.scaled"] and "Mul" not in [n.op for n in graph.nodes]
+    ortc.assert_same(before, ortc.model(graph), {"x": rng.standard_normal((3, 4)).astype(np.float32)}, atol=1e-6)
