@@ -22,8 +22,9 @@ from t2vtrt.runtime.errors import T2VError
 OP_TYPES = ["Conv", "MatMul", "Gemm"]
 # Their outputs stay float: ONNX Runtime then runs DQ -> MatMul as MatMulIntegerToFloat (float out, no
 # requantize) instead of QLinearMatMul + a DequantizeLinear pass over e.g. a (32,1024,512) GEGLU tensor.
-# Bench denoiser call: 1.85 -> 1.73 s, and two fewer roundings per linear layer. Conv keeps its quantized
-# output: QLinearConv (4x the float Conv's speed here) needs one, and ONNX Runtime has no Conv-to-float.
+# Bench denoiser call (random-scale profiling build): 1.85 -> 1.73 s, and one rounding fewer per linear
+# layer. Conv keeps its quantized output: QLinearConv (4x the float Conv's speed here) needs one, and
+# ONNX Runtime has no Conv-to-float kernel.
 FLOAT_OUTPUT_OP_TYPES = ["MatMul", "Gemm"]
 
 
