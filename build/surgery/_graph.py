@@ -25,6 +25,23 @@ def const_values(tensor: gs.Tensor) -> np.ndarray | None:
     return tensor.values if isinstance(tensor, gs.Constant) else None
 
 
+def node_label(node: gs.Node) -> str:
+    """A name for nodes derived from `node`: its own, or its first output's (unique) when it has none."""
+    return node.name or node.outputs[0].name
+
+
+def column_bias(add: gs.Node, tensor: gs.Tensor, columns: int) -> tuple[gs.Constant, bool] | None:
+    """The constant 1-D bias of `columns` values an Add adds to `tensor`, and whether it is the Add's first input."""
+    if add.op != "Add" or len(add.inputs) != 2 or len(add.outputs) != 1:
+        return None
+    if not any(t is tensor for t in add.inputs):
+        return None
+    first = add.inputs[1] is tensor
+    other = add.inputs[0] if first else add.inputs[1]
+    values = const_values(other)
+    return (other, first) if other is not tensor and values is not None and values.shape == (columns,) else None
+
+
 def numel(shape: Sequence | None) -> int | None:
     """Element count of a static shape; None when any dimension is unknown."""
     if shape is None or not all(isinstance(d, int) for d in shape):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ._graph import const_values, is_io, sole_consumer
+from ._graph import column_bias, const_values, is_io, node_label, sole_consumer
 
 
 @dataclass
@@ -82,17 +82,6 @@ def _column_range(node: gs.Node, data: gs.Tensor, width: int, rank: int | None) 
     return (first, last) if first < last else None
 
 
-def _bias(add: gs.Node, mm_out: gs.Tensor, width: int) -> tuple[gs.Constant, bool] | None:
-    """The Add's constant 1-D bias of `width` values and whether it is the first input, or None."""
-    if add.op != "Add" or len(add.inputs) != 2 or len(add.outputs) != 1:
-        return None
-    first = add.inputs[1] is mm_out
-    other = add.inputs[0] if first else add.inputs[1]
-    if other is mm_out or (values := const_values(other)) is None or values.shape != (width,):
-        return None
-    return other, first
-
-
 def _match(graph: gs.Graph, matmul: gs.Node) -> _Match | None:
     """The GEGLU-style projection starting at `matmul`, or None when any part of the pattern differs."""
     if len(matmul.inputs) != 2 or len(matmul.outputs) != 1:
@@ -104,7 +93,7 @@ def _match(graph: gs.Graph, matmul: gs.Node) -> _Match | None:
         return None
     width = values.shape[1]
     add = sole_consumer(mm_out)
-    found = _bias(add, mm_out, width) if add is not None else None
+    found = column_bias(add, mm_out, width) if add is not None else None
     if found is None or is_io(graph, add.outputs[0]) or not add.outputs[0].outputs:
         return None
     add_out, rank = add.outputs[0], _rank(add.outputs[0], x)
@@ -126,11 +115,6 @@ def _columns(cache: dict, tensor: gs.Constant, start: int, end: int) -> gs.Const
     return cache[key]
 
 
-def _name(node: gs.Node) -> str:
-    """The node's name, or its output's (unique in the graph) when it has none."""
-    return node.name or node.outputs[0].name
-
-
 def _rewrite(graph: gs.Graph, m: _Match, cache: dict) -> None:
     """Replace the projection and its Slices by one MatMul+Add per Slice, writing each Slice's own output."""
     repeats: dict[tuple[int, int], int] = {}
@@ -142,10 +126,10 @@ def _rewrite(graph: gs.Graph, m: _Match, cache: dict) -> None:
         tag = f"cols{start}_{end}" + (f"_{seen}" if seen else "")
         part = gs.Variable(f"{m.matmul.outputs[0].name}.{tag}", dtype=out.dtype,
                            shape=None if out.shape is None else list(out.shape))
-        graph.layer(op="MatMul", name=f"{_name(m.matmul)}/{tag}", inputs=[m.x, _columns(cache, m.weight, start, end)],
+        graph.layer(op="MatMul", name=f"{node_label(m.matmul)}/{tag}", inputs=[m.x, _columns(cache, m.weight, start, end)],
                     outputs=[part])
         bias = _columns(cache, m.bias, start, end)
-        graph.layer(op="Add", name=f"{_name(m.add)}/{tag}", inputs=[bias, part] if m.bias_first else [part, bias],
+        graph.layer(op="Add", name=f"{node_label(m.add)}/{tag}", inputs=[bias, part] if m.bias_first else [part, bias],
                     outputs=[out])
     for node in (m.add, m.matmul):
         node.inputs.clear()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ._graph import MS_DOMAIN, const_values, import_domain, is_io, producer, sole_consumer
+from ._graph import MS_DOMAIN, column_bias, const_values, import_domain, is_io, node_label, producer, sole_consumer
 
 
 @dataclass
@@ -45,15 +45,6 @@ def _per_column_weight(dq: gs.Node) -> bool:
     return scale.shape == (values.shape[1],) and dq.attrs.get("axis", 1) in (1, -1)
 
 
-def _bias(add: gs.Node, y: gs.Tensor, columns: int) -> gs.Tensor | None:
-    """The Add's constant float32 bias of `columns` values (either input order), or None."""
-    if add.op != "Add" or len(add.inputs) != 2:
-        return None
-    other = add.inputs[0] if add.inputs[1] is y else add.inputs[1]
-    values = const_values(other)
-    return other if other is not y and values is not None and values.shape == (columns,) and values.dtype == np.float32 else None
-
-
 def _match(graph: gs.Graph, matmul: gs.Node) -> _Match | None:
     """The quantized projection around `matmul`, or None when any part differs from what the kernel takes."""
     act, weight = _dq(matmul.inputs[0]), _dq(matmul.inputs[1])
@@ -66,8 +57,10 @@ def _match(graph: gs.Graph, matmul: gs.Node) -> _Match | None:
     add = sole_consumer(y)
     if add is None or is_io(graph, y):
         return None
-    bias = _bias(add, y, weight.inputs[0].shape[1])
-    return _Match(act, weight, matmul, add, bias) if bias is not None else None
+    found = column_bias(add, y, weight.inputs[0].shape[1])
+    if found is None or const_values(found[0]).dtype != np.float32:  # the kernel's bias is float32
+        return None
+    return _Match(act, weight, matmul, add, found[0])
 
 
 def _fuse(graph: gs.Graph, m: _Match) -> None:
@@ -75,7 +68,7 @@ def _fuse(graph: gs.Graph, m: _Match) -> None:
     out = m.add.outputs[0]
     a, a_scale, a_zero = m.act.inputs
     b, b_scale, b_zero = m.weight.inputs
-    fused = gs.Node("MatMulIntegerToFloat", name=f"{m.matmul.name or out.name}/int_to_float", domain=MS_DOMAIN,
+    fused = gs.Node("MatMulIntegerToFloat", name=f"{node_label(m.matmul)}/int_to_float", domain=MS_DOMAIN,
                     inputs=[a, b, a_scale, b_scale, a_zero, b_zero, m.bias], outputs=[out])
     for node in (m.matmul, m.add):
         node.inputs.clear()

@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ._graph import node_label
+
 # An axis of the original input: its index there. A dimension of an intermediate: the axes it merges.
 Group = tuple[int, ...]
 
@@ -120,7 +122,7 @@ def _rewrite(graph: gs.Graph, node: gs.Node, steps: list[Step], dims: Sequence[o
             targets.append(target)
         layout = step.layout
     source, result = node.inputs[0], node.outputs[0]
-    base = node.name or result.name  # unique either way: an unnamed node is known by its output
+    base = node_label(node)
     node.inputs.clear()
     node.outputs.clear()
     current, shapes = source, iter(targets)
