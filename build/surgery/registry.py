@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import onnx_graphsurgeon as gs
 
@@ -16,6 +16,7 @@ from .fold import fold_constants
 from .geglu import split_geglu
 from .groupnorm import fuse_group_norm
 from .identity import remove_identity
+from .instance_norm import instance_norm_to_layer_norm
 from .onehot import onehot_to_gather
 from .qdq_matmul import fuse_matmul_integer_bias
 from .qdq_shapes import shapes_skip_dequantize
@@ -29,12 +30,12 @@ class Pass:
     """A named graph rewrite: `fn(graph)` edits the graph in place and returns how many things it changed."""
 
     name: str
-    fn: Callable[[gs.Graph], int]
+    fn: Callable[..., int]
     description: str
 
-    def __call__(self, graph: gs.Graph) -> int:
-        """Run the pass on `graph`."""
-        return int(self.fn(graph))
+    def __call__(self, graph: gs.Graph, **options: Any) -> int:
+        """Run the pass on `graph` (options: the pass function's keyword arguments, e.g. what a family knows)."""
+        return int(self.fn(graph, **options))
 
 
 def _register(*fns: Callable[[gs.Graph], int]) -> dict[str, Pass]:
@@ -56,6 +57,7 @@ PASSES: dict[str, Pass] = _register(
     fold_scale_into_weights,
     shapes_skip_dequantize,
     fuse_matmul_integer_bias,
+    instance_norm_to_layer_norm,
 )
 
 # Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
@@ -79,7 +81,8 @@ PIPELINES: dict[str, list[str]] = {
 # rewrites for one runtime's kernels (ONNX Runtime's fast Transpose paths; TensorRT plans its own copies).
 # The two Q/DQ passes change only quantized graphs (the INT8 variants); float graphs pass through them.
 TARGET_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["split_slow_transposes", "shapes_skip_dequantize", "fuse_matmul_integer_bias", "fuse_attention_ort", "cleanup"],
+    "cpu": ["split_slow_transposes", "shapes_skip_dequantize", "fuse_matmul_integer_bias", "fuse_attention_ort",
+            "instance_norm_to_layer_norm", "cleanup"],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import onnx
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.engines.cpu import build_cpu_target, external_data_files
+from t2vtrt.build.families.unet3d import FRAME_ATTENTION
 from t2vtrt.runtime.manifest import load_manifest
 from t2vtrt.runtime.pipeline import Pipeline
 
@@ -39,9 +41,15 @@ def test_cpu_denoiser_runs_fused_attention_with_the_same_output(tiny_paths: Arti
     variant = json.loads((tiny_engines / "manifest.json").read_text())["components"]["denoiser"]["variants"]["fp32"]
     shipped = onnx.load(str(tiny_engines / variant["file"]))
     fused = sum(n.op_type == "MultiHeadAttention" for n in shipped.graph.node)
-    assert fused > 0 and variant["target_passes"] == {"fuse_attention_ort": fused}
-    assert not any(n.op_type == "Softmax" for n in shipped.graph.node)
     shared = tiny_paths.onnx("denoiser", "opt")  # what TensorRT reads: no com.microsoft ops in it
+    shared_ops = [n.op_type for n in onnx.load(str(shared)).graph.node]
+    norms = shared_ops.count("InstanceNormalization")  # GroupNorm's core, multithreaded in the cpu file
+    assert fused > 0 and norms > 0
+    assert variant["target_passes"] == {"fuse_attention_ort": fused, "instance_norm_to_layer_norm": norms}
+    assert not any(n.op_type == "InstanceNormalization" for n in shipped.graph.node)
+    # Softmax is left only in the attentions over frames (the family's FRAME_ATTENTION): those stay unfused.
+    unfused = [n.name for n in shipped.graph.node if n.op_type == "Softmax"]
+    assert unfused and all(re.search(FRAME_ATTENTION, name) for name in unfused)
     assert not any(n.domain == "com.microsoft" for n in onnx.load(str(shared)).graph.node)
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (tiny_engines / variant["file"], shared)]
     rng = np.random.default_rng(0)
