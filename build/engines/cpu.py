@@ -41,7 +41,7 @@ def build_cpu_target(paths: ArtifactPaths) -> Path:
             variants[component] = {}
             for precision, src in by_precision.items():
                 file = f"{component}.{precision}.onnx"
-                fused = target_surgery(src, tmp / file, target_options(info))
+                fused = target_surgery(src, tmp / file)
                 extra = [{"file": data, "sha256": sha256_file(tmp / data)} for data in external_data_files(tmp / file)]
                 entry = variant_entry(tmp, file, precision, "onnxruntime", **({"target_passes": fused} if fused else {}))
                 variants[component][precision] = {**entry, "external_data": extra} if extra else entry
@@ -51,15 +51,7 @@ def build_cpu_target(paths: ArtifactPaths) -> Path:
     return final / "manifest.json"
 
 
-def target_options(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What the model's family tells the cpu target's passes: which attentions run over the (few) frames."""
-    from t2vtrt.build.families import get_family
-
-    frame_attention = getattr(get_family(info["model"]["family"]), "FRAME_ATTENTION", None)
-    return {"fuse_attention_ort": {"unfused": frame_attention}} if frame_attention else {}
-
-
-def target_surgery(src: Path, dst: Path, options: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
+def target_surgery(src: Path, dst: Path) -> dict[str, int]:
     """Write src to dst through the cpu target's passes (ONNX Runtime-only fusions); return what each changed.
 
     A graph none of them changes is copied byte for byte (weights beside it too), so its hash stays the source's.
@@ -70,7 +62,7 @@ def target_surgery(src: Path, dst: Path, options: dict[str, dict[str, Any]] | No
     work = dst.parent / f".{dst.name}.surgery"
     work.mkdir()
     try:
-        report = run_surgery(src, work / dst.name, TARGET_PIPELINES["cpu"], options)
+        report = run_surgery(src, work / dst.name, TARGET_PIPELINES["cpu"])
         changed = {step["name"]: step["changed"] for step in report["passes"] if step["changed"]}
         if changed:
             for written in work.iterdir():

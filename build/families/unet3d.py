@@ -56,17 +56,12 @@ SENSITIVE_LAYERS = (
     "/attn2/MatMul",
 )
 
-# Attentions whose sequence is the frame axis (temporal transformers): at most the profile's frame count long,
-# but symbolic in the exported graph, so the family names them. The cpu target leaves these unfused (see
-# build/surgery/attention.py: per-(batch, head) overhead, not the score tensor, is their cost).
-FRAME_ATTENTION = r"/temp_attentions\.\d+/|^/model/transformer_in/"
-
 # Layer groups for the INT8 sensitivity sweep. A quantized node's block is BLOCK_PATTERN's first capture
 # group; its kind is the first LAYER_KINDS entry whose regex finds a match in its name ("other" if none).
 BLOCK_PATTERN = r"^/model/((?:down_blocks|up_blocks)\.\d+|mid_block|transformer_in|time_embedding|conv_in|conv_out|conv_norm_out)/"
 LAYER_KINDS = (
     ("attention_bmm", r"/attn\d+/MatMul(?:_\d+)?$"),
-    ("temporal_attention", FRAME_ATTENTION),
+    ("temporal_attention", r"/temp_attentions\.\d+/|^/model/transformer_in/"),
     ("spatial_attention", r"/attentions\.\d+/"),
     ("temporal_conv", r"/temp_convs\.\d+/"),
     ("resnet", r"/resnets\.\d+/"),

@@ -6,14 +6,6 @@ pattern materialises it: at 16 frames of 32x32 latents one spatial self-attentio
 and on the bench model that node alone took 4.5 s of an 11 s first call (1 thread; 0.14 s once warm).
 Not for the TensorRT target: its ONNX parser has no com.microsoft ops (and fuses the plain pattern itself).
 
-Short sequences stay unfused (`unfused`: a regex of Softmax names, from the model family: UNet3D's temporal
-attentions run over the frames, 16 here). There the fused kernel's per-(batch, head) work is tiny and its
-fixed cost is not: measured in isolation (2 threads, (2048, 8 heads, 16, 8) like the bench's 16-frame 32x32
-level, on a slow day) MultiHeadAttention 35 ms against 14 ms for the plain MatMul -> Softmax -> MatMul, whose
-score tensor is only 16x16 per head. On the bench INT8 denoiser (kernel time per call, ORT profiler)
-MultiHeadAttention went 1515 -> 980 ms and MatMul, Transpose and Softmax together +316 ms: ~220 ms less.
-Sequence lengths are symbolic in the exported graph, so the family, not the shape, says which these are.
-
 The exporter writes attention as Q and K already scaled (by Mul) in BNSH / BNHS layout; the fused node
 takes them as they are (scale=1) after a Transpose+Reshape to (B, S, N*H), which ONNX Runtime's transpose
 optimizer cancels against the exporter's own Transposes.
@@ -21,7 +13,6 @@ optimizer cancels against the exporter's own Transposes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,11 +91,9 @@ def _rewrite(graph: gs.Graph, m: _Match) -> None:
     graph.layer(op="Transpose", name=f"{tag}/to_bnsh", inputs=[split], outputs=[m.out], attrs={"perm": [0, 2, 1, 3]})
 
 
-def fuse_attention_ort(graph: gs.Graph, unfused: str | None = None) -> int:
+def fuse_attention_ort(graph: gs.Graph) -> int:
     """Fuse float32 MatMul->Softmax->MatMul attention into com.microsoft.MultiHeadAttention (ONNX Runtime only)."""
-    keep = re.compile(unfused) if unfused else None
-    softmaxes = [n for n in list(graph.nodes) if n.op == "Softmax" and not (keep and keep.search(n.name or ""))]
-    matches = [m for m in (_match(n, graph.outputs) for n in softmaxes) if m is not None]
+    matches = [m for m in (_match(n, graph.outputs) for n in list(graph.nodes) if n.op == "Softmax") if m is not None]
     for m in matches:
         _rewrite(graph, m)
     if matches:

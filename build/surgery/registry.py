@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import onnx_graphsurgeon as gs
 
@@ -30,12 +30,12 @@ class Pass:
     """A named graph rewrite: `fn(graph)` edits the graph in place and returns how many things it changed."""
 
     name: str
-    fn: Callable[..., int]
+    fn: Callable[[gs.Graph], int]
     description: str
 
-    def __call__(self, graph: gs.Graph, **options: Any) -> int:
-        """Run the pass on `graph` (options: the pass function's keyword arguments, e.g. what a family knows)."""
-        return int(self.fn(graph, **options))
+    def __call__(self, graph: gs.Graph) -> int:
+        """Run the pass on `graph`."""
+        return int(self.fn(graph))
 
 
 def _register(*fns: Callable[[gs.Graph], int]) -> dict[str, Pass]:

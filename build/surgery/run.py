@@ -7,7 +7,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -63,24 +62,17 @@ def _op_counts(graph: gs.Graph) -> dict[str, int]:
     return dict(collections.Counter(node.op for node in graph.nodes).most_common())
 
 
-def run_surgery(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: list[str] | None = None,
-                options: dict[str, dict[str, Any]] | None = None) -> dict:
-    """Run `passes` (default: DEFAULT_PIPELINE) on the model at `in_path`, save to `out_path`, return a report.
-
-    `options`: keyword arguments per pass name (e.g. the family's names of short-sequence attentions).
-    """
+def run_surgery(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: list[str] | None = None) -> dict:
+    """Run `passes` (default: DEFAULT_PIPELINE) on the model at `in_path`, save to `out_path`, return a report."""
     names = list(DEFAULT_PIPELINE if passes is None else passes)
     selected = [get_pass(name) for name in names]  # unknown names fail before the (slow) load
-    options = options or {}
-    if unknown := sorted(set(options) - set(names)):
-        raise T2VError(f"surgery options for passes not in the pipeline: {', '.join(unknown)}")
     started = time.perf_counter()
     graph = _load(Path(in_path))
     nodes_before, ops_before = len(graph.nodes), _op_counts(graph)
     steps = []
     for step in selected:
         count, clock = len(graph.nodes), time.perf_counter()
-        changed = step(graph, **options.get(step.name, {}))
+        changed = step(graph)
         steps.append({
             "name": step.name,
             "changed": changed,

@@ -70,25 +70,3 @@ def test_a_second_use_of_the_scores_blocks_the_fusion(ortc):
     scores = next(n for n in graph.nodes if n.op == "MatMul").outputs[0]
     graph.outputs.append(scores)  # someone else reads the scores: they must still be computed
     assert fuse_attention_ort(graph) == 0
-
-
-def test_attentions_the_family_names_short_stay_unfused(ortc):
-    # The Softmax is called "attn/Softmax": a pattern that finds it keeps the plain pattern, one that does not fuses.
-    graph = _attention_graph(ortc)
-    assert fuse_attention_ort(graph, unfused=r"^attn/") == 0
-    assert [n.op for n in graph.nodes].count("Softmax") == 1
-    assert fuse_attention_ort(graph, unfused=r"/temp_attentions\.\d+/") == 1
-
-
-def test_registry_passes_options_to_the_pass(ortc, tmp_path):
-    from t2vtrt.build.surgery.run import run_surgery
-    from t2vtrt.runtime.errors import T2VError
-
-    src = tmp_path / "attention.onnx"
-    import onnx
-    onnx.save(ortc.model(_attention_graph(ortc)), str(src))
-    report = run_surgery(src, tmp_path / "kept.onnx", ["fuse_attention_ort"], {"fuse_attention_ort": {"unfused": "Softmax"}})
-    assert report["passes"][0]["changed"] == 0
-    assert run_surgery(src, tmp_path / "fused.onnx", ["fuse_attention_ort"])["passes"][0]["changed"] == 1
-    with pytest.raises(T2VError, match="not in the pipeline: cleanup"):
-        run_surgery(src, tmp_path / "x.onnx", ["fuse_attention_ort"], {"cleanup": {}})
