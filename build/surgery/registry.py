@@ -78,7 +78,8 @@ PIPELINES: dict[str, list[str]] = {
 
 # Per target, passes applied when the target's files are written from the shared *.opt.onnx graphs:
 # fusions into a runtime's own ops that other targets cannot read (TensorRT has no com.microsoft ops), and
-# rewrites for one runtime's kernels (ONNX Runtime's fast Transpose paths; TensorRT plans its own copies).
+# rewrites for one runtime's kernels (ONNX Runtime's fast Transpose paths and multithreaded LayerNormalization;
+# TensorRT plans its own copies and norms).
 # The two Q/DQ passes change only quantized graphs (the INT8 variants); float graphs pass through them.
 TARGET_PIPELINES: dict[str, list[str]] = {
     "cpu": ["split_slow_transposes", "shapes_skip_dequantize", "fuse_matmul_integer_bias", "fuse_attention_ort",
