@@ -54,6 +54,11 @@ class Capture:
         count = counts.pop()
         return cls([{k: a[i] for k, a in arrays.items()} for i in range(count)], meta)
 
+    def spread(self, k: int) -> list[Feeds]:
+        """k of the calls, evenly spread over their timesteps (noisiest to cleanest), for a cheaper measurement."""
+        order = sorted(range(len(self.feeds)), key=lambda i: -float(np.asarray(self.feeds[i]["timestep"]).reshape(-1)[0]))
+        return [self.feeds[order[i]] for i in evenly(len(order), k)]
+
 
 class Recorder:
     """Stands in for the denoiser session: passes every call through and copies the feeds of kept calls."""
@@ -76,12 +81,25 @@ class Recorder:
         """Closing is the owner's job (the wrapped session stays open)."""
 
 
+SELECTION_VERSION = 2  # 1 kept the first `samples` steps when samples < steps (no low-noise timesteps)
+
+
+def evenly(count: int, k: int) -> list[int]:
+    """k of range(count), evenly spaced with both ends included (all of them when k >= count)."""
+    if k >= count:
+        return list(range(count))
+    return [int(i) for i in np.round(np.linspace(0, count - 1, k))] if k > 0 else []
+
+
 def select_steps(prompts: int, steps: int, samples: int) -> list[set[int]]:
     """Per prompt, the step indices to keep: `samples` calls spread evenly over timesteps and prompts."""
     if samples >= prompts * steps:
         return [set(range(steps)) for _ in range(prompts)]
     keep: list[set[int]] = [set() for _ in range(prompts)]
-    per_step = [len(chunk) for chunk in np.array_split(np.arange(samples), steps)]
+    if samples < steps:  # fewer calls than steps: one each at evenly spaced steps, first and last included
+        per_step = np.bincount(evenly(steps, samples), minlength=steps).tolist()
+    else:
+        per_step = [len(chunk) for chunk in np.array_split(np.arange(samples), steps)]
     for step, count in enumerate(per_step):
         # Evenly spaced prompts, rotated by the step so each prompt contributes different timesteps.
         chosen = (np.linspace(0, prompts, count, endpoint=False).astype(int) + step) % prompts

@@ -21,7 +21,7 @@ from t2vtrt.build.artifacts import ArtifactPaths, read_export_info
 from t2vtrt.build.families import get_family
 from t2vtrt.calibration import qdq
 from t2vtrt.calibration.cache import read_cache, write_cache
-from t2vtrt.calibration.capture import Capture, capture, generation_settings
+from t2vtrt.calibration.capture import SELECTION_VERSION, Capture, capture, generation_settings
 from t2vtrt.calibration.gate import Thresholds, Verdict, judge, load_thresholds, reference_videos
 from t2vtrt.calibration.graphs import load_model, run_first_output, session
 from t2vtrt.calibration.groups import Group, layer_groups
@@ -70,7 +70,7 @@ def ensure_capture(paths: ArtifactPaths, target: Path, which: str, limit: int | 
     prompts = load_prompts(which, limit, prompt_file)
     manifest = onnx_manifest(paths)
     wanted = {"prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(), "graphs_sha256": _graphs_sha(paths),
-              "requested_samples": samples, "seed": seed, **generation_settings(manifest)}
+              "requested_samples": samples, "seed": seed, "selection": SELECTION_VERSION, **generation_settings(manifest)}
     phase = f"capture {which}"
     if target.is_file():
         try:
@@ -151,7 +151,7 @@ def _decide_plan(layout: Any, source: Any, family: Any, evals: Capture, budget: 
                  hand: dict[str, Any] | None, on_event: Event | None) -> tuple[list[Group], dict[str, float]]:
     """Groups with decisions (swept, or a hand-edited plan's) and the held-out error of the result."""
     quantized = qdq.quantized_nodes(layout)
-    feeds = evals.feeds[:budget.sweep_samples]
+    feeds = evals.spread(budget.sweep_samples)
     measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
     if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
         return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from t2vtrt.build.artifacts import ArtifactPaths
+from t2vtrt.build.bench.host import host_info
 from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
 from t2vtrt.runtime.files import atomic_path, write_json
 
@@ -69,6 +70,7 @@ def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[
         sides[precision] = run_side("runtime", common, engines=str(engines), precision=precision, video_out=str(work / f"{precision}.npy"))
     report = summarize(model, settings, sides, work)
     report["build_stage_s"] = stage_seconds(paths)
+    report["host"] = host_info()
     return report
 
 

@@ -92,6 +92,23 @@ def test_select_steps_spreads_samples(prompts: int, steps: int, samples: int) ->
     assert sum(bool(k) for k in keep) == min(prompts, total)
 
 
+@pytest.mark.parametrize("prompts, steps, samples, expected", [(1, 10, 4, [0, 3, 6, 9]), (2, 10, 8, [0, 1, 3, 4, 5, 6, 8, 9]),
+                                                               (1, 10, 2, [0, 9]), (3, 25, 1, [0])])
+def test_select_steps_fewer_samples_than_steps(prompts: int, steps: int, samples: int, expected: list[int]) -> None:
+    """Fewer calls than steps still span the trajectory, the last (cleanest) step included, one call per step."""
+    keep = select_steps(prompts, steps, samples)
+    assert sorted(s for k in keep for s in k) == expected
+    assert sum(bool(k) for k in keep) == min(prompts, samples)
+
+
+def test_spread_picks_calls_over_timesteps() -> None:
+    """A sweep's subset spans the timesteps whatever order the capture holds them in."""
+    feeds = [{"timestep": np.full((2,), t, np.float32)} for t in (901, 701, 501, 301, 801, 601, 401, 201)]
+    picked = [float(f["timestep"][0]) for f in Capture(feeds).spread(3)]
+    assert picked == [901, 501, 201]
+    assert len(Capture(feeds).spread(20)) == 8
+
+
 def _feeds(count: int) -> list[dict[str, np.ndarray]]:
     """Small fake denoiser feeds."""
     rng = np.random.default_rng(0)
