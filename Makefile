@@ -49,8 +49,12 @@ setup: $(STAMP)
 
 # --- stages (DESIGN.md section 2)
 EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py build/families/*.py)
-SURGERY_SRC := $(wildcard build/surgery/*.py)
-ENGINES_SRC := $(wildcard build/engines/*.py build/gpus/*.py build/gpus/*.toml)
+# Passes only the engines stage applies (registry.TARGET_PIPELINES): editing one rebuilds the target's files,
+# not the shared graphs and the calibration behind them (tests/build/test_makefile.py keeps this list honest).
+TARGET_PASS_SRC := build/surgery/transposes.py build/surgery/qdq_shapes.py build/surgery/qdq_matmul.py \
+	build/surgery/attention.py build/surgery/instance_norm.py
+SURGERY_SRC := $(filter-out $(TARGET_PASS_SRC),$(wildcard build/surgery/*.py))
+ENGINES_SRC := $(wildcard build/engines/*.py build/gpus/*.py build/gpus/*.toml) $(TARGET_PASS_SRC)
 CALIB_SRC := $(wildcard calibration/*.py calibration/*.json calibration/*.txt)
 
 $(ART)/onnx/export.json: $(STAMP) $(EXPORT_SRC) $(MODEL_FILES)
