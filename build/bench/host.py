@@ -8,8 +8,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# Instruction sets the frameworks' kernels dispatch on: VNNI/AMX speed up U8S8 (ORT) and oneDNN's FP32/INT8
-# paths; an AVX2-only CPU takes neither (measured: the INT8 : diffusers ratio differed by host).
+# Instruction sets the frameworks' kernels dispatch on: VNNI/AMX for ONNX Runtime's U8S8 kernels, AVX-512 for
+# torch's MKL/oneDNN FP32 ones. The INT8 : diffusers ratio was 1.45x on one host (not recorded) and 1.83x on an
+# AVX2-only AMD Zen 3, so a ratio means something only beside the host it was measured on.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "torch", "diffusers", "numpy")
 
