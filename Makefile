@@ -50,7 +50,7 @@ setup: $(STAMP)
 # --- stages (DESIGN.md section 2)
 EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py build/families/*.py)
 # Passes only the engines stage applies (registry.TARGET_PIPELINES): editing one rebuilds the target's files,
-# not the shared graphs and the calibration behind them (tests/build/test_makefile.py keeps this list honest).
+# not the shared graphs and the calibration behind them (tests/test_makefile.py keeps this list honest).
 TARGET_PASS_SRC := build/surgery/transposes.py build/surgery/qdq_shapes.py build/surgery/qdq_matmul.py \
 	build/surgery/attention.py build/surgery/instance_norm.py
 SURGERY_SRC := $(filter-out $(TARGET_PASS_SRC),$(wildcard build/surgery/*.py))
