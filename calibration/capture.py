@@ -19,6 +19,11 @@ META_KEY = "__meta__"
 Feeds = dict[str, np.ndarray]
 
 
+def timestep_of(feeds: Feeds) -> float:
+    """The timestep of one denoiser call (both CFG branches share it)."""
+    return float(np.asarray(feeds["timestep"]).reshape(-1)[0])
+
+
 @dataclass
 class Capture:
     """Denoiser calls (each one holds both CFG branches) and how they were made."""
@@ -56,7 +61,7 @@ class Capture:
 
     def spread(self, k: int) -> list[Feeds]:
         """k of the calls, evenly spread over their timesteps (noisiest to cleanest), for a cheaper measurement."""
-        order = sorted(range(len(self.feeds)), key=lambda i: -float(np.asarray(self.feeds[i]["timestep"]).reshape(-1)[0]))
+        order = sorted(range(len(self.feeds)), key=lambda i: -timestep_of(self.feeds[i]))
         return [self.feeds[order[i]] for i in evenly(len(order), k)]
 
 
@@ -73,7 +78,7 @@ class Recorder:
         """One denoiser call, recorded when its index is kept."""
         if self.calls in self.keep:
             self.kept.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-            self.kept_timesteps.append(float(np.asarray(feeds["timestep"]).reshape(-1)[0]))
+            self.kept_timesteps.append(timestep_of(feeds))
         self.calls += 1
         return self.inner.run(feeds)
 
