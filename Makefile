@@ -26,7 +26,7 @@ MODEL_NAME := $(if $(wildcard $(MODEL)/.),$(notdir $(abspath $(MODEL))),$(MODEL)
 ART := $(ARTIFACTS)/$(MODEL_NAME)
 MODEL_FILES := $(if $(wildcard $(MODEL)/.),$(shell find $(MODEL) -type f -not -name '.*' 2>/dev/null))
 
-.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check clean distclean help
+.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check realsize-model clean distclean help
 all: engines
 
 help:
@@ -37,6 +37,7 @@ help:
 	@echo "make bench     side-by-side runtime vs diffusers benchmark on the bench model"
 	@echo "make nightly   rebuild from scratch, compare, gate, promote to latest"
 	@echo "make gpu-check on an NVIDIA machine: build, compare and run TensorRT engines"
+	@echo "make realsize-model  a random-weight zeroscope_v2_576w-size model (1.41B UNet3D) in REALSIZE_DIR"
 
 # --- setup: a venv with the CPU torch from this disk, every later install under constraints.txt
 $(STAMP): pyproject.toml setup.py constraints.txt
@@ -54,7 +55,7 @@ EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py buil
 TARGET_PASS_SRC := build/surgery/transposes.py build/surgery/qdq_shapes.py build/surgery/qdq_matmul.py \
 	build/surgery/attention.py build/surgery/instance_norm.py
 SURGERY_SRC := $(filter-out $(TARGET_PASS_SRC),$(wildcard build/surgery/*.py))
-ENGINES_SRC := $(wildcard build/engines/*.py build/gpus/*.py build/gpus/*.toml) $(TARGET_PASS_SRC)
+ENGINES_SRC := $(wildcard build/engines/*.py build/gpus/*.py build/gpus/*.toml) build/provenance.py $(TARGET_PASS_SRC)
 CALIB_SRC := $(wildcard calibration/*.py calibration/*.json calibration/*.txt)
 
 $(ART)/onnx/export.json: $(STAMP) $(EXPORT_SRC) $(MODEL_FILES)
@@ -114,6 +115,14 @@ $(VENV)/.installed-gpu: $(STAMP)
 
 gpu-check: $(VENV)/.installed-gpu
 	$(T2V) gpu-check --model $(MODEL) --artifacts $(ARTIFACTS)
+
+# A random-weight model at zeroscope_v2_576w's real sizes (UNet3D 1.41B, CLIP-H-size text, SD VAE; 7 GB), made by
+# code: then `make engines MODEL=$(REALSIZE_DIR) GPU=rtx3060` (export needs about 12 GB of RAM).
+REALSIZE_DIR ?= $(ARTIFACTS)/models/zeroscope-realsize
+$(REALSIZE_DIR)/model_index.json: $(STAMP) build/realsize.py
+	$(T2V) make-realsize-model --out $(REALSIZE_DIR)
+
+realsize-model: $(REALSIZE_DIR)/model_index.json
 
 clean:
 	rm -rf $(ART)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from t2vtrt.build.families.spec import ComponentSpec, TensorSpec
-from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.errors import T2VError, os_error
+from t2vtrt.runtime.files import temp_dir
 
 TWO_GB = 2**31
 
@@ -44,8 +46,7 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
     args = tuple(torch.from_numpy(inputs[t.name]) for t in spec.inputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape asserts traced as constants: expected
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=out_path.parent))
-    try:
+    with temp_dir(out_path) as tmp_dir:
         tmp_path = tmp_dir / out_path.name
         with torch.inference_mode():
             torch.onnx.export(
@@ -62,8 +63,6 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
             )
         check_onnx(tmp_path)
         _move_all(tmp_dir, out_path.parent)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     return out_path
 
 
@@ -118,11 +117,18 @@ def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float],
     ref = resolve_model(model, artifacts_root)
     paths = ArtifactPaths(artifacts_root / ref.name)
     family = get_family(ref.family)
-    paths.onnx_dir.mkdir(parents=True, exist_ok=True)
-    loaded = family.load(ref.model_dir, paths.onnx_dir)
-    specs = family.component_specs(loaded, ref.ranges)
-    exporter = exporter or family.EXPORTER
-    export_all(loaded.modules, specs, paths.onnx_dir, exporter, family.OPSET, on_done)
+    with _undo_new_dirs(paths.onnx_dir):
+        loaded = _load_model(family, ref.model_dir, paths.onnx_dir)
+        specs = family.component_specs(loaded, ref.ranges)
+        exporter = exporter or family.EXPORTER
+        try:
+            export_all(loaded.modules, specs, paths.onnx_dir, exporter, family.OPSET, on_done)
+        except OSError as exc:
+            raise os_error(exc, f"exporting {ref.name} to {paths.onnx_dir}") from exc
+        except RuntimeError as exc:  # torch wraps the writer's OSError (disk full) in a RuntimeError
+            if _disk_full(exc):
+                raise os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(paths.onnx_dir)), f"exporting {ref.name}") from exc
+            raise
     info = {
         "model": {"name": ref.name, "family": ref.family, "source": str(ref.model_dir), "hash": model_hash(ref.model_dir)},
         "exporter": {"kind": exporter, "opset": family.OPSET},
@@ -136,6 +142,58 @@ def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float],
         # The sizes the family's specs need, so a GPU profile's other shape ranges can be planned later.
         "config": loaded.config,
         "components": {name: spec.to_json() for name, spec in specs.items()},
+        # The hash chain's first link: what each graph is, so later stages can prove what they were made from.
+        "graphs": {name: sha256_file(paths.onnx(name)) for name in specs},
     }
     write_json(paths.export_info, info)
     return info
+
+
+def _load_model(family: Any, model_dir: Path, work_dir: Path) -> Any:
+    """The family's load, with unreadable weight files as one-line errors."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return family.load(model_dir, work_dir)
+    except T2VError:
+        raise
+    except OSError as exc:
+        if exc.errno in _FS_ERRNOS:
+            raise os_error(exc, f"loading the model in {model_dir}") from exc
+        raise _unloadable(model_dir, exc) from exc  # diffusers/transformers raise OSError for a missing weight file
+    except Exception as exc:  # safetensors / transformers / diffusers raise their own types for a bad file
+        raise _unloadable(model_dir, exc) from exc
+
+
+_FS_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _unloadable(model_dir: Path, exc: BaseException) -> T2VError:
+    """A model whose files cannot be read: name the first reason and the fix."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return T2VError(f"the model in {model_dir} cannot be loaded ({reason}): a weight or config file is missing or "
+                    "truncated; copy the model directory again (all of unet/, vae/, text_encoder/, tokenizer/)")
+
+
+
+@contextlib.contextmanager
+def _undo_new_dirs(folder: Path) -> Iterator[None]:
+    """Remove `folder` (and its new parents) again when the block fails and they did not exist before."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """True when an exception (or one it wraps) says the disk is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if "No space left on device" in str(exc) or "File too large" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False

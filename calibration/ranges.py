@@ -11,11 +11,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from t2vtrt.calibration.entropy import entropy_amax
+from t2vtrt.calibration.mse import mse_amax
 from t2vtrt.calibration.graphs import batches, session
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import write_json
 
-METHODS = ("entropy", "max")
+METHODS = ("entropy", "max", "mse")
+RANGE_FIELDS = 2  # what each range holds (2: min, max, entropy_amax, mse_amax): older ranges.json are recomputed
 Feeds = dict[str, np.ndarray]
 
 
@@ -26,6 +28,7 @@ class TensorRange:
     min: float
     max: float
     entropy_amax: float
+    mse_amax: float
 
     @property
     def absmax(self) -> float:
@@ -35,7 +38,7 @@ class TensorRange:
     def amax(self, method: str) -> float:
         """The symmetric amax under a calibration method (the signed INT8 graphs use it)."""
         check_method(method)
-        return self.entropy_amax if method == "entropy" else self.absmax
+        return {"entropy": self.entropy_amax, "mse": self.mse_amax}.get(method, self.absmax)
 
     def asymmetric(self, method: str) -> tuple[float, float]:
         """(rmin, rmax) for uint8 activations: the symmetric amax clipped to what was observed."""
@@ -98,7 +101,7 @@ def abs_histogram(values: np.ndarray, absmax: float, num_bins: int) -> np.ndarra
 
 def collect_ranges(model: Any, tensors: list[str], feeds: list[Feeds], num_bins: int = 2048, levels: int = 128,
                    batch: int = 8, chunk: int = 100_000, on_pass: Callable[[str], None] | None = None) -> dict[str, TensorRange]:
-    """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy amax."""
+    """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy and MSE amax."""
     if not feeds:
         raise T2VError("no calibration samples: the captured data is empty; run `t2vtrt calibrate` again")
     lo = {t: np.inf for t in tensors}
@@ -117,11 +120,11 @@ def collect_ranges(model: Any, tensors: list[str], feeds: list[Feeds], num_bins:
                 hist[name] += abs_histogram(value, absmax[name], num_bins)
     if on_pass:
         on_pass("histograms")
-    return {t: TensorRange(lo[t], hi[t], entropy_amax(hist[t], absmax[t], levels)) for t in tensors}
+    return {t: TensorRange(lo[t], hi[t], entropy_amax(hist[t], absmax[t], levels), mse_amax(hist[t], absmax[t])) for t in tensors}
 
 
 def save_ranges(path: Path, ranges: dict[str, TensorRange], meta: dict[str, Any]) -> None:
-    """ranges.json: meta + per tensor min, max, entropy_amax (atomic)."""
+    """ranges.json: meta + per tensor min, max, entropy_amax, mse_amax (atomic)."""
     write_json(path, {"meta": meta, "tensors": {t: asdict(r) for t, r in ranges.items()}})
 
 
@@ -130,7 +133,10 @@ def load_ranges(path: Path) -> tuple[dict[str, TensorRange], dict[str, Any]]:
     if not path.is_file():
         raise T2VError(f"{path} is missing: run `t2vtrt calibrate` (or `make engines`) first")
     data = json.loads(path.read_text())
-    return {t: TensorRange(**r) for t, r in data["tensors"].items()}, data.get("meta", {})
+    try:
+        return {t: TensorRange(**r) for t, r in data["tensors"].items()}, data.get("meta", {})
+    except TypeError as exc:  # a range record from an older t2v-trt (e.g. without mse_amax)
+        raise T2VError(f"{path} was written by an older t2v-trt ({exc}): re-run `t2vtrt calibrate`") from exc
 
 
 def scales(ranges: dict[str, TensorRange], method: str, multiplier: float = 1.0) -> dict[str, float]:

@@ -23,19 +23,19 @@ def _variant(file: str, precision: str) -> dict[str, Any]:
 
 
 def onnx_manifest(paths: ArtifactPaths, denoiser: Path | None = None, precision: str = "fp32") -> Manifest:
-    """A manifest over onnx/<c>.opt.onnx; `denoiser` replaces the denoiser graph under `precision`."""
+    """A manifest over onnx/<c>.opt.onnx; `denoiser` adds a denoiser graph under `precision` beside FP32's."""
     from t2vtrt.build.engines.manifest import build_manifest
 
     info = read_export_info(paths)
     variants = {c: {"fp32": _variant(paths.onnx(c, "opt").name, "fp32")} for c in COMPONENTS}
     if denoiser is not None:
-        # An absolute path survives Manifest.path's `root / file`.
-        variants["denoiser"] = {precision: _variant(str(Path(denoiser).resolve()), precision)}
+        # An absolute path survives Manifest.path's `root / file`; the FP32 graph stays for step schedules.
+        variants["denoiser"][precision] = _variant(str(Path(denoiser).resolve()), precision)
     tokenizer = info["tokenizer"]
     data = build_manifest(info, TARGET, variants, tokenizer["file"], tokenizer["sha256"], default_precision=precision)
     return Manifest(data, paths.onnx_dir)
 
 
-def onnx_pipeline(paths: ArtifactPaths, denoiser: Path | None = None, precision: str = "fp32") -> Pipeline:
+def onnx_pipeline(paths: ArtifactPaths, denoiser: Path | None = None, precision: str = "fp32", **options: Any) -> Pipeline:
     """The runtime Pipeline over the patched graphs (optionally with a quantized denoiser)."""
-    return Pipeline(onnx_manifest(paths, denoiser, precision), precision=precision)
+    return Pipeline(onnx_manifest(paths, denoiser, precision), precision=precision, **options)

@@ -32,6 +32,8 @@ class Budget:
     tool_frames: int | None = None  # crop the tools' own (discarded) calibration feeds to this many frames
     prompts_file: str = "prompts.txt"  # in calibration/: the prompts captured for calibration
     eval_prompts_file: str = "prompts_eval.txt"  # in calibration/: held out, for the sweep and the gate
+    adherence: bool = False  # the gate also judges prompt adherence and object position (the shapes world's evaluator)
+    method: str = "mse"  # activation ranges: mse, entropy or max (calibration/ranges.py)
 
     def prompt_file(self, which: str) -> str:
         """The file of a prompt set: 'calibration' or 'eval'."""
@@ -54,6 +56,8 @@ def load_budget(model_name: str, path: Path = BUDGETS_FILE) -> Budget:
     budget = Budget(**merged)
     if budget.samples < 1 or budget.eval_samples < 1 or budget.num_quantized_bins >= budget.num_bins:
         raise T2VError(f"{path}: samples and eval_samples must be >= 1 and num_quantized_bins < num_bins")
+    if budget.method not in ("mse", "entropy", "max"):
+        raise T2VError(f"{path}: method for {model_name!r} is {budget.method!r}; use one of mse, entropy, max")
     if budget.tool_frames is not None and budget.tool_frames < 2:
         # One frame turns the temporal attention's MatMuls into GEMVs, which ModelOpt then leaves unquantized.
         raise T2VError(f"{path}: tool_frames for {model_name!r} must be null or >= 2")

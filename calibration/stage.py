@@ -29,7 +29,7 @@ from t2vtrt.calibration.isolate import Call, run_isolated
 from t2vtrt.calibration.paths import CalibPaths
 from t2vtrt.calibration.plan import check_plan_nodes, fp16_nodes, load_plan, plan_json, save_plan
 from t2vtrt.calibration.prompts import load_prompts
-from t2vtrt.calibration.ranges import (TensorRange, check_method, collect_ranges, differing, float_activations,
+from t2vtrt.calibration.ranges import (RANGE_FIELDS, TensorRange, check_method, collect_ranges, differing, float_activations,
                                        load_ranges, save_ranges, scales)
 from t2vtrt.calibration.reference import onnx_manifest
 from t2vtrt.calibration.settings import Budget, load_budget
@@ -40,6 +40,9 @@ from t2vtrt.runtime.files import sha256_file, write_json
 
 Event = Callable[[str, int, int], None]  # (phase, done, total)
 EVAL_SEED_OFFSET = 10_000  # held-out captures use other seeds than calibration's
+ALGORITHMS = {"entropy": "TensorRT EntropyCalibration2: KL divergence over |x| histograms",
+              "mse": "the amax minimising expected INT8 rounding + clipping error over |x| histograms",
+              "max": "the observed max |x|"}
 
 
 def _emit(on_event: Event | None, phase: str, done: int, total: int) -> None:
@@ -122,13 +125,16 @@ def _calibrate_ranges(cp: CalibPaths, source: Any, layout: Any, calib: Capture, 
     placed = list(qdq.activation_quantizers(layout))
     tensors = list(dict.fromkeys(placed + float_activations(source)))
     inputs = {"source_sha256": sha256_file(cp.source), "capture": _digest(calib.meta), "tensors": _digest(tensors),
-              "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins}
-    ranges, summary = load_ranges(cp.ranges) if cp.ranges.is_file() else ({}, {})
+              "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins, "fields": RANGE_FIELDS}
+    try:
+        ranges, summary = load_ranges(cp.ranges) if cp.ranges.is_file() else ({}, {})
+    except T2VError:
+        ranges, summary = {}, {}  # an older record: computed again below
     if summary.get("inputs") != inputs:
         ranges = collect_ranges(source, tensors, calib.feeds, budget.num_bins, budget.num_quantized_bins, budget.stats_batch,
                                 budget.stats_tensors, on_pass=lambda p: _emit(on_event, "ranges", 1 if p == "min/max" else 2, 2))
     _emit(on_event, "ranges", 2, 2)
-    summary = {"inputs": inputs, "method": method, "algorithm": "TensorRT EntropyCalibration2: KL divergence over |x| histograms",
+    summary = {"inputs": inputs, "method": method, "algorithm": ALGORITHMS[method],
                "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins, "samples": len(calib.feeds),
                "tensors": len(ranges), "entropy_differs_from_max": differing(ranges)}
     save_ranges(cp.ranges, ranges, summary)
@@ -161,15 +167,17 @@ def _decide_plan(layout: Any, source: Any, family: Any, evals: Capture, budget: 
     return groups, decide(groups, measure, target)
 
 
-def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: str = "entropy",
+def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: str | None = None,
                   budget: Budget | None = None, on_event: Event | None = None,
                   trt_version: str | None = None) -> dict[str, Any]:
-    """The calibrate stage; returns a summary."""
-    check_method(method)
+    """The calibrate stage; returns a summary. `method`: the activation range method (default: the budget's)."""
+    if method is not None:
+        check_method(method)
     start = time.perf_counter()
     cp = CalibPaths(paths)
     name, family = _model(paths)
     budget, limits = budget or load_budget(name), load_thresholds(name)
+    method = method or budget.method
     source = load_model(cp.source)
     hand = load_plan(plan_file) if plan_file else None
     if hand:
@@ -216,7 +224,7 @@ def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Bu
     _emit(on_event, "gate", 1, 3)
     verdicts = []
     for index, (variant, precision) in enumerate((("int8-qdq", "int8-qdq"), ("u8s8", "int8"))):
-        verdicts.append(judge(paths, variant, out[variant], precision, evals.feeds, reference, cases, limits))
+        verdicts.append(judge(paths, variant, out[variant], precision, evals.feeds, reference, cases, limits, budget.adherence))
         _emit(on_event, "gate", index + 2, 3)
     return verdicts
 
@@ -250,7 +258,9 @@ def run_quantize(paths: ArtifactPaths, cache_file: Path | None = None, gate: boo
         _emit(on_event, "quantize", 1, 1)
         verdicts = _gate(paths, out, evals, budget, limits, on_event) if gate else []
         report = {"model": name, "limits": limits.__dict__, "cache": str(cache), "fp16_nodes": len(excluded),
-                  "passed": all(v.passed for v in verdicts), "variants": [v.to_json() for v in verdicts],
+                  "gated": gate, "passed": all(v.passed for v in verdicts), "variants": [v.to_json() for v in verdicts],
+                  "graphs": {p.name: sha256_file(out[kind]) for kind, p in (("int8", cp.trt_graph), ("int8-qdq", cp.cpuverify_graph),
+                                                                            ("u8s8", cp.u8s8_graph))},
                   "seconds": round(time.perf_counter() - start, 1)}
         write_json(cp.gate, report)
         failed = [f"{v.variant}: {'; '.join(v.failures)}" for v in verdicts if not v.passed]

@@ -32,7 +32,8 @@ def u8s8_ranges(ranges: dict[str, TensorRange], method: str,
                 cache_scales: dict[str, float] | None = None) -> dict[str, list[float]]:
     """[rmin, rmax] per tensor for uint8 activations; an imported cache's amax replaces ours where it names the tensor."""
     if cache_scales:
-        ranges = {t: TensorRange(r.min, r.max, cache_scales[t] * 127.0) if t in cache_scales else r for t, r in ranges.items()}
+        ranges = {t: TensorRange(r.min, r.max, cache_scales[t] * 127.0, cache_scales[t] * 127.0) if t in cache_scales else r
+                  for t, r in ranges.items()}
         method = "entropy"
     return {t: list(r.asymmetric(method)) for t, r in ranges.items()}
 

@@ -1,4 +1,9 @@
-"""Atomic file writes and hashing: nothing is ever half-written under its final name."""
+"""Atomic file writes and hashing: nothing is ever half-written under its final name.
+
+Temp paths sit beside their final path as `.<name>.<pid>.<random>.tmp`: the pid says which process
+owns one, so the next writer of the same path removes those whose process is gone (a kill -9 leftover)
+and never one a live process is still writing.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +26,70 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this id exists (ours included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _owner(name: str, prefix: str) -> int | None:
+    """The pid in a temp name `<prefix><pid>.<rest>`, or None when it is not one of ours."""
+    if not name.startswith(prefix):
+        return None
+    head = name[len(prefix):].split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def remove_stale(final: str | os.PathLike) -> list[Path]:
+    """Remove temp paths of `final` left by dead processes (kill -9, power loss); return what was removed."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for prefix in (f".{final.name}.", f".{final.name}.old."):
+        for path in final.parent.iterdir():
+            pid = _owner(path.name, prefix)
+            if pid is None or _pid_alive(pid) or not (path.name.endswith(".tmp") or prefix.endswith(".old.")):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _prefix(final: Path) -> str:
+    """The temp-name prefix of `final` for this process."""
+    return f".{final.name}.{os.getpid()}."
+
+
+@contextlib.contextmanager
+def temp_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A scratch directory beside `final` (stale ones removed first), deleted when the block ends."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(final), suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `final`; rename it onto `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    remove_stale(final)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(final), suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,9 +106,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp directory beside `final`; swap it into place only if the block succeeds."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    with temp_dir(final) as tmp:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700
         old = None
@@ -55,9 +116,6 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

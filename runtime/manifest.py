@@ -45,7 +45,7 @@ class Manifest:
     def variant(self, component: str, precision: str | None = None) -> dict[str, Any]:
         """The variant to run: the requested precision if built, else the component's fp32/default."""
         variants = self.component(component)["variants"]
-        wanted = precision or self.data["defaults"]["precision"]
+        wanted = self.data["defaults"]["precision"] if precision is None else precision  # "" is a mistake, not the default
         if wanted in variants:
             return variants[wanted]
         # Precision is per graph: e.g. only the denoiser has an int8 variant; the others stay float.
@@ -79,10 +79,19 @@ def load_manifest(target_dir: str | Path, verify_hashes: bool = True) -> Manifes
         raise T2VError(f"{path} is not valid JSON ({exc}); rebuild it with `make engines`") from exc
     validate_manifest(data, source=str(path))
     manifest = Manifest(data, root)
+    for file, _ in _named_files(data):
+        _check_inside(root, file, path)
     if verify_hashes:
         for file, expected in _named_files(data):
             _verify(root / file, expected)
     return manifest
+
+
+def _check_inside(root: Path, file: str, source: Path) -> None:
+    """A manifest names files inside its own folder only: a target directory must be self-contained and movable."""
+    if Path(file).is_absolute() or not (root / file).resolve().is_relative_to(root.resolve()):
+        raise T2VError(f"{source} names {file!r}, which is outside its folder: a manifest may only name files beside it; "
+                       "rebuild the target with `make engines`")
 
 
 def _named_files(data: dict[str, Any]) -> list[tuple[str, str]]:

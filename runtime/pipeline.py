@@ -6,6 +6,7 @@ config); nothing here knows which family built the engines.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,10 @@ import numpy as np
 from t2vtrt.runtime.backends import CheckedSession, open_session
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import Manifest, load_manifest
+from t2vtrt.runtime.request import resolve_request
 from t2vtrt.runtime.schedulers import make_scheduler
 from t2vtrt.runtime.shapes import check_finite
+from t2vtrt.runtime.step_schedule import StepSchedule
 from t2vtrt.runtime.tokenizer import PromptTokenizer
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
@@ -33,10 +36,48 @@ class Timings:
     total_s: float = 0.0
 
 
-class Pipeline:
-    """Text -> video over one built target directory."""
+@dataclass
+class _Call:
+    """The state of one call in progress: its timings and the engines it holds open (--low-vram)."""
 
-    def __init__(self, manifest: Manifest, precision: str | None = None, low_vram: bool = False, **backend_options: Any) -> None:
+    timings: Timings = field(default_factory=Timings)
+    held: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Generation:
+    """What one call produced: frames, the call's own timings, and warnings to show the user."""
+
+    frames: np.ndarray
+    timings: Timings
+    warnings: list[str] = field(default_factory=list)
+
+
+def truncation_warnings(tokenizer: PromptTokenizer, prompts: list[str], negatives: list[str]) -> list[str]:
+    """One line per prompt the text encoder's length cuts, with how many tokens are dropped."""
+    lines = []
+    for kind, texts in (("prompt", prompts), ("negative prompt", negatives)):
+        for index, dropped in enumerate(tokenizer.dropped(texts) if texts else []):
+            if dropped:
+                which = f"{kind} {index}" if len(texts) > 1 else kind
+                lines.append(f"the {which} is longer than the text encoder's {tokenizer.max_length} tokens: the last "
+                             f"{dropped} token(s) were dropped; shorten it to keep all of it")
+    return lines
+
+
+class Pipeline:
+    """Text -> video over one built target directory.
+
+    Thread safety: one Pipeline may serve calls from many threads at once. Each call's request, scheduler,
+    latents, timings and warnings belong to the call (`generate` returns them); outputs equal serial calls
+    bit for bit. Sessions are shared (engines run concurrently); with low_vram each call holds the engines
+    it uses and the last call out closes one, so none is closed under a running call. Opening an engine is
+    serialised. `pipe.timings` is only the last finished call's; `close()` must wait until no call runs.
+    """
+
+    def __init__(self, manifest: Manifest, precision: str | None = None, low_vram: bool = False,
+                 schedule: StepSchedule | bool | None = None, **backend_options: Any) -> None:
+        """`schedule`: None = the denoiser variant's own step schedule (manifest), False = none, or one to use."""
         self.manifest = manifest
         self.precision = precision
         self.low_vram = low_vram
@@ -45,33 +86,66 @@ class Pipeline:
         self.tokenizer = PromptTokenizer.from_file(manifest.path(tok["file"]), tok["max_length"], tok["pad_id"])
         self.sessions: dict[str, CheckedSession] = {}
         self.timings = Timings()
+        self._calls = threading.local()  # per thread, a stack of the calls in progress (a callback may start another)
+        self._lock = threading.Lock()  # guards sessions and _users: calls on several threads share them
+        self._users: dict[str, int] = {}  # --low-vram: how many calls hold each open engine
+        self.schedule = self._step_schedule(schedule)
         if not low_vram:
             for name in COMPONENTS:
                 self._session(name)
+            if self.schedule:
+                self._session("denoiser", self.schedule.fallback)
+
+    def _step_schedule(self, schedule: StepSchedule | bool | None) -> StepSchedule | None:
+        """The denoiser's per-step variant schedule in force, its fallback checked against the built variants."""
+        if schedule is None:
+            variant = self.manifest.variant("denoiser", self.precision)
+            schedule = StepSchedule.from_json(variant.get("schedule"), str(self.manifest.root / "manifest.json"))
+        if not schedule:
+            return None
+        if schedule.fallback not in self.manifest.component("denoiser")["variants"]:
+            built = ", ".join(self.manifest.component("denoiser")["variants"])
+            raise T2VError(f"the step schedule's fallback precision {schedule.fallback!r} was not built in "
+                           f"{self.manifest.root} (built: {built}); rebuild with `t2vtrt engines`")
+        return schedule
 
     @classmethod
     def from_dir(cls, target_dir: str | Path, precision: str | None = None, verify_hashes: bool = True, **options: Any) -> "Pipeline":
         """Load a built target directory (engines/<target>/ with its manifest.json)."""
         return cls(load_manifest(target_dir, verify_hashes=verify_hashes), precision, **options)
 
-    def _session(self, name: str) -> CheckedSession:
-        """The open engine of a component (opened on first use)."""
-        if name not in self.sessions:
-            self.sessions[name] = open_session(self.manifest, name, self.precision, **self.backend_options)
-        return self.sessions[name]
+    def _session(self, name: str, precision: str | None = None) -> CheckedSession:
+        """The open engine of a component, at the pipeline's precision or another (opened on first use)."""
+        key = name if precision is None else f"{name}@{precision}"
+        with self._lock:
+            if key not in self.sessions:
+                self.sessions[key] = open_session(self.manifest, name, precision or self.precision, **self.backend_options)
+            call = self._call()
+            if self.low_vram and call is not None and key not in call.held:
+                call.held.add(key)  # this call now keeps the engine open until it releases the stage
+                self._users[key] = self._users.get(key, 0) + 1
+            return self.sessions[key]
 
-    def _run(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, name: str, feeds: dict[str, np.ndarray], precision: str | None = None) -> dict[str, np.ndarray]:
         """Run a component, timed and checked for NaN/Inf."""
         start = time.perf_counter()
-        outputs = self._session(name).run(feeds)
-        self.timings.engine_s[name] += time.perf_counter() - start
+        outputs = self._session(name, precision).run(feeds)
+        self._call_timings().engine_s[name] += time.perf_counter() - start
         check_finite(name, outputs)
         return outputs
 
     def _release(self, name: str) -> None:
-        """--low-vram: free a stage's engine once it is done."""
-        if self.low_vram and name in self.sessions:
-            self.sessions.pop(name).close()
+        """--low-vram: free a stage's engines (every precision of it) once it is done."""
+        call = self._call()
+        if not self.low_vram or call is None:
+            return
+        with self._lock:
+            for key in [k for k in call.held if k == name or k.startswith(f"{name}@")]:
+                call.held.discard(key)
+                self._users[key] -= 1
+                if self._users[key] == 0:  # the last call out closes it: never under a call still running it
+                    del self._users[key]
+                    self.sessions.pop(key).close()
 
     def __call__(
         self,
@@ -87,39 +161,65 @@ class Pipeline:
         latents: np.ndarray | None = None,
         callback: StepCallback | None = None,
     ) -> np.ndarray:
-        """Generate: uint8 (F, H, W, 3) for one prompt, (B, F, H, W, 3) for a list."""
-        start = time.perf_counter()
-        self.timings = Timings()
-        d = self.manifest.data["defaults"]
-        prompts = _as_list(prompt)
-        steps, guidance = int(steps or d["steps"]), float(d["guidance"] if guidance is None else guidance)
-        frames, height, width = int(frames or d["frames"]), int(height or d["height"]), int(width or d["width"])
-        self._check_request(prompts, steps, frames, height, width)
-        context = self.encode(prompts, _as_list(negative_prompt, len(prompts)), guidance > 1.0)
-        self._release("text_encoder")
-        loop_start = time.perf_counter()
-        latents = self.denoise(context, steps, guidance, frames, height, width, seed, sampler, latents, callback)
-        self.timings.loop_s = time.perf_counter() - loop_start
-        self._release("denoiser")
-        video = self.decode(latents)
-        self._release("vae_decoder")
-        self.timings.total_s = time.perf_counter() - start
-        return video[0] if isinstance(prompt, str) else video
+        """Generate: uint8 (F, H, W, 3) for one prompt, (B, F, H, W, 3) for a list; `generate` also returns timings and warnings."""
+        return self.generate(prompt, negative_prompt, steps, guidance, frames, height, width, seed, sampler, latents, callback).frames
 
-    def _check_request(self, prompts: list[str], steps: int, frames: int, height: int, width: int) -> None:
-        """One-line errors for an empty prompt or a size outside what the engines were built for."""
-        if not prompts or any(not p.strip() for p in prompts):
-            raise T2VError("the prompt is empty: pass a text such as \"a red balloon rising over a lake\"")
-        if steps < 1:
-            raise T2VError(f"steps must be >= 1, got {steps}")
-        ranges = self.manifest.data["ranges"]
-        factor = self.manifest.data["latent"]["spatial_factor"]
-        for name, value in (("batch", len(prompts)), ("frames", frames), ("height", height), ("width", width)):
-            lo, _, hi = ranges[name]
-            if not lo <= value <= hi:
-                raise T2VError(f"{name}={value} is outside the range these engines were built for [{lo}, {hi}] ({self.manifest.root})")
-        if height % factor or width % factor:
-            raise T2VError(f"height and width must be multiples of {factor} (the VAE's downsampling), got {height}x{width}")
+    def generate(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] = "",
+        steps: int | None = None,
+        guidance: float | None = None,
+        frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int = 0,
+        sampler: str | None = None,
+        latents: np.ndarray | None = None,
+        callback: StepCallback | None = None,
+    ) -> Generation:
+        """One call: its frames, its own engine timings and its warnings (e.g. a prompt cut at the encoder's length)."""
+        start = time.perf_counter()
+        call = _Call()
+        self._stack().append(call)
+        timings = call.timings
+        try:
+            prompts = _as_list(prompt)
+            req = resolve_request(self.manifest, prompts, _as_list(negative_prompt, len(prompts)), steps, guidance,
+                                  frames, height, width, seed, sampler)  # None is the only "use the default"
+            steps, guidance, frames, height, width, sampler = req.steps, req.guidance, req.frames, req.height, req.width, req.sampler
+            warnings = truncation_warnings(self.tokenizer, prompts, req.negatives if guidance > 1.0 else [])
+            context = self.encode(prompts, req.negatives, guidance > 1.0)
+            self._release("text_encoder")
+            loop_start = time.perf_counter()
+            latents = self.denoise(context, steps, guidance, frames, height, width, req.seed, sampler, latents, callback)
+            timings.loop_s = time.perf_counter() - loop_start
+            self._release("denoiser")
+            video = self.decode(latents)
+            self._release("vae_decoder")
+        finally:
+            for name in COMPONENTS:  # an error mid-call must not keep engines open for good
+                self._release(name)
+            self._stack().pop()
+        timings.total_s = time.perf_counter() - start
+        self.timings = timings  # the last finished call's, for callers of __call__
+        return Generation(video[0] if isinstance(prompt, str) else video, timings, warnings)
+
+    def _stack(self) -> list[_Call]:
+        """This thread's calls in progress, innermost last."""
+        if not hasattr(self._calls, "stack"):
+            self._calls.stack = []
+        return self._calls.stack
+
+    def _call(self) -> _Call | None:
+        """The innermost call in progress on this thread (None outside generate, e.g. encode() called directly)."""
+        stack = self._stack()
+        return stack[-1] if stack else None
+
+    def _call_timings(self) -> Timings:
+        """The running call's timings (each thread's call has its own); the last call's outside one."""
+        call = self._call()
+        return call.timings if call is not None else self.timings
 
     def encode(self, prompts: list[str], negatives: list[str], guided: bool) -> np.ndarray:
         """Text embeddings: [negatives; prompts] when guided (the order diffusers uses)."""
@@ -147,7 +247,9 @@ class Pipeline:
             model_in = np.concatenate([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).astype(np.float32, copy=False)
             t_batch = np.full((model_in.shape[0],), t, dtype=np.float32)
-            pred = self._run("denoiser", {"sample": model_in, "timestep": t_batch, "encoder_hidden_states": context})[denoiser_out]
+            variant = self.schedule.fallback if self.schedule and self.schedule.uses_fallback(float(t)) else None
+            feeds = {"sample": model_in, "timestep": t_batch, "encoder_hidden_states": context}
+            pred = self._run("denoiser", feeds, variant)[denoiser_out]
             if guided:
                 uncond, cond = np.split(pred, 2)
                 pred = uncond + np.float32(guidance) * (cond - uncond)
@@ -180,10 +282,12 @@ class Pipeline:
         return self.manifest.component(component)["outputs"][0]["name"]
 
     def close(self) -> None:
-        """Release every engine."""
-        for session in self.sessions.values():
-            session.close()
-        self.sessions.clear()
+        """Release every engine (call it once no call is running)."""
+        with self._lock:
+            for session in self.sessions.values():
+                session.close()
+            self.sessions.clear()
+            self._users.clear()
 
 
 def _as_list(value: str | list[str], count: int | None = None) -> list[str]:

@@ -13,10 +13,12 @@ def step_bar(total: int, quiet: bool = False) -> Iterator[Callable[[int, int], N
         yield None
         return
     try:
+        from rich.console import Console
         from rich.progress import Progress
     except ImportError:
         yield None
         return
-    with Progress(transient=True) as progress:
+    # stderr: stdout carries only the result line (a transient bar on stdout leaves a blank line there).
+    with Progress(transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task("denoising", total=total)
         yield lambda step, steps: progress.update(task, completed=step, total=steps)

@@ -20,6 +20,10 @@ class PromptTokenizer:
         """Wrap a loaded tokenizer; use from_file to load one."""
         self.max_length = max_length
         self.pad_id = pad_id
+        # An untruncated twin counts what truncation drops (reconfiguring the shared one is not thread-safe).
+        self._full = Tokenizer.from_str(tokenizer.to_str())
+        self._full.no_truncation()
+        self._full.no_padding()
         self._tok = tokenizer
         # Set both here rather than trusting the file: the manifest's length and pad id are the contract.
         self._tok.enable_truncation(max_length=max_length)
@@ -51,6 +55,11 @@ class PromptTokenizer:
             raise T2VError(f"prompt {bad[0]} is {type(prompts[bad[0]]).__name__}, not a string")
         encodings = self._tok.encode_batch(list(prompts))
         return np.array([e.ids for e in encodings], dtype=np.int32)
+
+
+    def dropped(self, prompts: list[str]) -> list[int]:
+        """Per prompt, how many tokens truncation to max_length cuts off (0 when it fits)."""
+        return [max(0, len(e.ids) - self.max_length) for e in self._full.encode_batch(list(prompts))]
 
 
 def _check_ids(path: Path, tokenizer: Tokenizer, max_length: int, pad_id: int) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from t2vtrt.build.artifacts import build_lock
-from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.errors import T2VError, os_error
 
 ARTIFACTS = Path("artifacts")
 
@@ -21,6 +21,25 @@ def _artifact_paths(model: str, artifacts: Path):  # type: ignore[no-untyped-def
 
     name = model if "/" not in model and not Path(model).is_dir() else Path(model).resolve().name
     return ArtifactPaths(artifacts / name)
+
+
+def _built_paths(model: str, artifacts: Path):  # type: ignore[no-untyped-def]
+    """artifacts/<name> of a model that export has run for; refused before any lock or folder is made."""
+    paths = _artifact_paths(model, artifacts)
+    if not paths.root.is_dir():
+        from t2vtrt.build.models import EMBEDDED
+
+        raise T2VError(f"no artifacts for model {model!r} under {artifacts}: run `t2vtrt export --model {model}` first "
+                       f"(embedded models: {', '.join(sorted(EMBEDDED))}; or a diffusers directory)")
+    return paths
+
+
+def _check_model(model: str) -> None:
+    """Refuse an unknown MODEL before the build lock makes artifacts/.locks/<name>.lock for it."""
+    from t2vtrt.build.models import EMBEDDED, check_model_arg
+
+    if model not in EMBEDDED:
+        check_model_arg(model)
 
 
 model_option = click.option("--model", "-m", default="shapes", show_default=True, help="Embedded model name (shapes, tiny, bench) or a local diffusers directory.")
@@ -46,6 +65,7 @@ def export(ctx: click.Context, model: str, artifacts: Path, exporter: str | None
     from t2vtrt.build.export import run_export
     from t2vtrt.build.progress import record_stage, task_bar
 
+    _check_model(model)
     start = time.perf_counter()
     with build_lock(_artifact_paths(model, artifacts).root), task_bar("export", 3, ctx.obj["quiet"]) as advance:
         info = run_export(model, artifacts, on_done=lambda name, s: advance(f"{name} {s:.1f}s"), exporter=exporter)
@@ -63,7 +83,7 @@ def surgery(ctx: click.Context, model: str, artifacts: Path, passes: str | None)
     from t2vtrt.build.progress import record_stage, task_bar
     from t2vtrt.build.surgery.stage import run_surgery_stage
 
-    paths = _artifact_paths(model, artifacts)
+    paths = _built_paths(model, artifacts)
     start = time.perf_counter()
     with build_lock(paths.root), task_bar("surgery", 3, ctx.obj["quiet"]) as advance:
         report = run_surgery_stage(paths, passes.split(",") if passes else None, on_done=advance)
@@ -86,7 +106,7 @@ def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str, dry_run: 
     from t2vtrt.build.engines import build_engines, resolve_target
     from t2vtrt.build.progress import record_stage
 
-    paths = _artifact_paths(model, artifacts)
+    paths = _built_paths(model, artifacts)
     target = resolve_target(gpu)
     start = time.perf_counter()
     with build_lock(paths.root):
@@ -105,8 +125,11 @@ def summary(ctx: click.Context, model: str, artifacts: Path) -> None:
     """Print files, sizes and time per stage of the last build."""
     from t2vtrt.build.progress import console, summary_table
 
+    root = _built_paths(model, artifacts).root
+    if not (root / "logs").is_dir() or not any((root / "logs").glob("*.json")):
+        raise T2VError(f"no build of model {model!r} has finished under {artifacts}: run `make engines MODEL={model}` first")
     if not ctx.obj["quiet"]:
-        console.print(summary_table(_artifact_paths(model, artifacts).root))
+        console.print(summary_table(root))
 
 
 @cli.command()
@@ -131,17 +154,21 @@ def generate(ctx: click.Context, prompt: str, engines_dir: Path, output: Path, s
     """Generate a video from PROMPT with the engines in --engines."""
     from t2vtrt.runtime.pipeline import Pipeline
     from t2vtrt.runtime.progress import step_bar
-    from t2vtrt.runtime.video import write_video
+    from t2vtrt.runtime.video import check_output, check_fps, write_video
 
-    if not prompt.strip():
-        raise T2VError("the prompt is empty: pass a text such as \"a red balloon rising over a lake\"")
+    check_output(output)  # before minutes of denoising, not after
+    if fps is not None:
+        check_fps(fps)
     pipe = Pipeline.from_dir(engines_dir, precision=precision, low_vram=low_vram)
-    total = steps or pipe.manifest.data["defaults"]["steps"]
+    total = pipe.manifest.data["defaults"]["steps"] if steps is None else steps
     with step_bar(total, ctx.obj["quiet"]) as callback:
-        video = pipe(prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, frames=frames,
-                     height=height, width=width, seed=seed, sampler=sampler, callback=callback)
-    path = write_video(video, output, fps or pipe.manifest.data["defaults"].get("fps", 8))
-    click.echo(f"{path}  {video.shape[0]} frames {video.shape[2]}x{video.shape[1]}  {pipe.timings.total_s:.2f}s")
+        result = pipe.generate(prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, frames=frames,
+                               height=height, width=width, seed=seed, sampler=sampler, callback=callback)
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    video = result.frames
+    path = write_video(video, output, pipe.manifest.data["defaults"].get("fps", 8) if fps is None else fps)
+    click.echo(f"{path}  {video.shape[0]} frames {video.shape[2]}x{video.shape[1]} (WxH)  {result.timings.total_s:.2f}s")
 
 
 @cli.command()
@@ -251,12 +278,12 @@ def _gate_exit(what: str, passed: bool, failures: list[str], where: Path) -> Non
 @artifacts_option
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A hand-edited precision_plan.json to use instead of the sensitivity sweep.")
-@click.option("--method", default="entropy", show_default=True, help="Activation calibration: entropy (KL over 2048-bin histograms) or max.")
+@click.option("--method", default=None, help="Activation ranges: mse (least expected INT8 error), entropy (KL over 2048-bin histograms) or max (default: budgets.json's, mse).")
 @click.option("--samples", type=int, default=None, help="Denoiser calls to capture (default: calibration/budgets.json).")
 @click.option("--seed", type=int, default=None, help="Seed of the captured runs (default: calibration/budgets.json).")
 @click.option("--trt-version", default=None, help="TensorRT version written in the calibration cache header (default: installed, else 10.13.0).")
 @click.pass_context
-def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path | None, method: str, samples: int | None,
+def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path | None, method: str | None, samples: int | None,
               seed: int | None, trt_version: str | None) -> None:
     """Capture denoiser inputs, calibrate INT8 scales, decide FP16 fallbacks (calib/: denoiser.npz, denoiser.cache, precision_plan.json)."""
     from t2vtrt.build.progress import record_stage
@@ -264,7 +291,7 @@ def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path |
     from t2vtrt.calibration.settings import load_budget
     from t2vtrt.calibration.stage import run_calibrate
 
-    paths = _artifact_paths(model, artifacts)
+    paths = _built_paths(model, artifacts)
     budget = load_budget(paths.root.name).with_overrides(samples=samples, seed=seed)
     with build_lock(paths.root), phase_bars(ctx.obj["quiet"]) as on_event:
         done = run_calibrate(paths, plan_file, method, budget, on_event, trt_version)
@@ -272,7 +299,7 @@ def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path |
     record_stage(paths.root, "2b-calibrate", done["seconds"],
                  [calib / f for f in ("denoiser.npz", "denoiser_eval.npz", "ranges.json", "denoiser.cache", "precision_plan.json")])
     result = done["result"]
-    click.echo(f"{done['plan']}  rel L2 {result['rel_l2']:.4f}  cosine {result['cosine']:.5f}  "
+    click.echo(f"{done['plan']}  rel L2 {result['rel_l2']:.4f}  cosine {result['cosine']:.5f}  ranges: {done['calibration']['method']}, "
                f"entropy != max on {done['calibration']['entropy_differs_from_max']}/{done['calibration']['tensors']} tensors")
 
 
@@ -288,15 +315,38 @@ def quantize(ctx: click.Context, model: str, artifacts: Path, cache_file: Path |
     from t2vtrt.calibration.progress import phase_bars
     from t2vtrt.calibration.stage import run_quantize
 
-    paths = _artifact_paths(model, artifacts)
+    from t2vtrt.build.provenance import quantize_inputs, record_quantized
+
+    paths = _built_paths(model, artifacts)
     with build_lock(paths.root), phase_bars(ctx.obj["quiet"]) as on_event:
+        made_from = quantize_inputs(paths)
         report = run_quantize(paths, cache_file, on_event=on_event)
+        record_quantized(paths, made_from)
     record_stage(paths.root, "2c-quantize", report["seconds"],
                  [paths.onnx("denoiser", k) for k in ("int8", "int8-cpuverify", "int8-u8s8")])
     for verdict in report["variants"]:
         den, video = verdict["denoiser"], verdict["video"]
+        steps = f"  first {verdict['float_steps']} of {verdict['steps']} steps in FP32" if verdict.get("float_steps") else ""
         click.echo(f"{verdict['variant']}: rel L2 {den['rel_l2']:.4f} cosine {den['cosine']:.5f}"
-                   + (f" video PSNR min {video['psnr_db_min']:.1f} dB" if video else "") + "  PASSED")
+                   + (f" video PSNR min {video['psnr_db_min']:.1f} dB SSIM min {video['ssim_min']:.3f}" if video else "")
+                   + steps + "  PASSED")
+
+
+@cli.command("int8-attribution")
+@model_option
+@artifacts_option
+@click.option("--variant", type=click.Choice(["u8s8", "int8-qdq"]), default="u8s8", show_default=True,
+              help="Which quantized graph: the cpu target's U8S8, or the TensorRT graph's scales in FP32 (int8-qdq).")
+@click.option("--prompts", "prompt_count", type=click.IntRange(1), default=None, help="Held-out prompts (default: the gate's).")
+@click.pass_context
+def int8_attribution(ctx: click.Context, model: str, artifacts: Path, variant: str, prompt_count: int | None) -> None:
+    """Where INT8 error comes from, on the videos: each sampler step alone, the first k steps in FP32, each CFG branch."""
+    from t2vtrt.calibration.attribution import run_attribution
+
+    paths = _built_paths(model, artifacts)
+    with build_lock(paths.root):
+        report = run_attribution(paths, variant, prompt_count, on_row=None if ctx.obj["quiet"] else lambda r: click.echo(r, err=True))
+    click.echo(report)
 
 
 @cli.command("train-tiny")
@@ -348,6 +398,18 @@ def eval_adherence(ctx: click.Context, engines_dir: Path, prompt_set: str, steps
         sys.exit(1)
 
 
+@cli.command("make-realsize-model")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where the diffusers directory goes (then `t2vtrt export --model OUT`); about 7.3 GB.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_realsize_model(out: Path, seed: int) -> None:
+    """Random-weight zeroscope_v2_576w-size model (UNet3D 1.41B, CLIP-H text, SD VAE), made by code."""
+    from t2vtrt.build.realsize import make_realsize_model as make
+
+    result = make(out, seed)
+    click.echo(f"{result['path']}: " + ", ".join(f"{k} {v / 1e6:,.1f}M parameters" for k, v in result["parameters"].items()))
+
+
 def main() -> None:
     """Entry point: T2VError becomes one line on stderr and exit code 2, never a traceback."""
     # Never reach for a model hub: models are local directories or made by code.
@@ -356,6 +418,9 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except T2VError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a file-system fault no stage names itself (full disk, permissions): still one line
+        click.echo(f"error: {os_error(exc, 'reading or writing a file')}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from cli_run import assert_one_line_error, t2vtrt
 
 from t2vtrt.runtime.video import read_video
 
 PROMPT = "a red balloon rising over a lake"
-
-
-def t2vtrt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the console script as a user would."""
-    exe = Path(sys.executable).with_name("t2vtrt")
-    return subprocess.run([str(exe), "--quiet", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    """Exit 2, a single `error: ...` line naming the problem, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def test_generate_writes_a_playable_mp4(tiny_engines: Path, tmp_path: Path) -> None:

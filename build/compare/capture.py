@@ -75,10 +75,10 @@ class RecordingPipeline(Pipeline):
         self.recorded: dict[str, list[Feeds]] = {c: [] for c in COMPONENTS}
         super().__init__(*args, **kwargs)
 
-    def _run(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, name: str, feeds: dict[str, np.ndarray], *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         """Record, then run."""
         self.recorded[name].append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return super()._run(name, feeds)
+        return super()._run(name, feeds, *args, **kwargs)
 
 
 def reference_manifest(manifest: Manifest, paths: ArtifactPaths) -> Manifest:

@@ -31,7 +31,7 @@ def write_reports(reports_dir: Path, run: "CompareRun") -> dict[str, Path]:
 def markdown(report: dict[str, Any], checks: list[Check]) -> str:
     """The whole accuracy.md."""
     model, target, tools = report["model"], report["target"], report["tools"]
-    verdict = "PASSED" if report["passed"] else "FAILED"
+    verdict = "PASSED" if report["passed"] else "NOTHING COMPARED (failed)" if report.get("status") == "nothing compared" else "FAILED"
     lines = [
         f"# Accuracy: {model['name']} on {target['name']}: {verdict}",
         "",
@@ -74,19 +74,32 @@ def _video_table(checks: list[Check], eval_set: dict[str, Any]) -> list[str]:
     rows = [c for c in checks if c.kind == "video" and c.metrics]
     if not rows:
         return []
+    objects = any("position_px_max" in m for c in rows for m in c.metrics.values())
+    extra_head = " object position error px (max / mean) | object color error (max, 0-255) |" if objects else ""
     out = [f"## Videos: each precision vs the FP32 ONNX video ({len(eval_set['prompts'])} prompts x {len(eval_set['seeds'])} seeds, per frame)", "",
-           "| precision | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |", "|---|---|---|---|---|---|---|"]
+           "| precision | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |" + extra_head,
+           "|---|---|---|---|---|---|---|" + ("---|---|" if objects else "")]
     for check in rows:
         out += _video_rows(check, check.precision)
     return out + [""]
 
 
 def _video_rows(check: Check, label: str) -> list[str]:
-    """Table rows of one video check."""
+    """Table rows of one video check (with the object's position and color error where measured)."""
     t = check.thresholds or {}
     return [f"| {label} | {key} | {_MARK[check.status]} | {_cell(m['psnr_min'], t.get('psnr_min'), '>=', '.2f')} | "
             f"{_cell(m['psnr_mean'], t.get('psnr_mean'), '>=', '.2f')} | {_cell(m['ssim_min'], t.get('ssim_min'), '>=', '.4f')} | "
-            f"{_cell(m['ssim_mean'], t.get('ssim_mean'), '>=', '.4f')} |" for key, m in check.metrics.items()]
+            f"{_cell(m['ssim_mean'], t.get('ssim_mean'), '>=', '.4f')} |" + _object_cells(m) for key, m in check.metrics.items()]
+
+
+def _object_cells(metrics: dict[str, Any]) -> str:
+    """The object-error cells of a video row ('' when not measured; 'missing in N frames' when one video lacks it)."""
+    if "position_px_max" not in metrics:
+        return ""
+    missing = f" (object missing in {metrics['missing_frames']} frames)" if metrics["missing_frames"] else ""
+    pos = "-" if metrics["position_px_max"] is None else f"{metrics['position_px_max']:.2f} / {metrics['position_px_mean']:.2f}"
+    color = "-" if metrics["color_max"] is None else f"{metrics['color_max']:.1f}"
+    return f" {pos}{missing} | {color} |"
 
 
 def _golden_section(golden: dict[str, Any], checks: list[Check]) -> list[str]:

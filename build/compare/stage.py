@@ -39,15 +39,35 @@ class CompareRun:
     report: dict[str, Any] = field(default_factory=dict)
     reports_dir: Path | None = None  # where accuracy.{json,md} and the PNGs were written
 
+    target: str = ""  # the compared target's name, for messages
+
+    @property
+    def compared(self) -> bool:
+        """True when at least one of the target's variants was actually run and gated (graph or video)."""
+        return any(c.kind in ("graph", "video") and c.status != gates.SKIPPED for c in self.checks)
+
     @property
     def passed(self) -> bool:
-        """True when no check failed (skipped checks neither pass nor fail)."""
-        return not any(c.status == gates.FAILED for c in self.checks)
+        """True when something was compared and no check failed (skipped checks neither pass nor fail)."""
+        return self.compared and not any(c.status == gates.FAILED for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        """passed, failed, or `nothing compared` (every variant skipped: a failure for CI, never a pass)."""
+        if not self.compared:
+            return "nothing compared"
+        return "passed" if self.passed else "failed"
 
     @property
     def failures(self) -> list[str]:
-        """Every failure line, in check order."""
-        return [line for c in self.checks for line in c.failures]
+        """Every failure line, in check order; one more when nothing was compared at all."""
+        lines = [line for c in self.checks for line in c.failures]
+        if not self.compared:
+            reasons = sorted({c.reason for c in self.checks if c.status == gates.SKIPPED and c.kind in ("graph", "video")})
+            lines.append(f"nothing compared: every variant of target {self.target or '?'} was skipped "
+                         f"({'; '.join(reasons) or 'no variants'}); run compare on a machine that runs this target "
+                         "(tensorrt targets: a GPU with TensorRT installed)")
+        return lines
 
 
 def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances: dict[str, Any] | None = None,
@@ -68,7 +88,7 @@ def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances
     step("reference")
     capture = capture_reference(manifest, paths, eval_set)
     reports = reports_dir or paths.reports_dir
-    run = CompareRun(reference_videos=capture.videos, reports_dir=reports)
+    run = CompareRun(reference_videos=capture.videos, reports_dir=reports, target=manifest.data["target"]["name"])
     reference_outputs: dict[str, list[Any]] = {}
     inputs: dict[str, list[Feeds]] = {}
     for component in manifest.data["components"]:
@@ -134,20 +154,35 @@ def compare_component(manifest: Manifest, paths: ArtifactPaths, component: str, 
     for precision in variants:
         name = runner_name(component, precision)
         if name in results:
+            runs = _scheduled_iterations(variants[precision], feeds)
             checks.append(_gate_graph_pair(results, REFERENCE, name, "graph", f"{component} {precision}", precision,
-                                           graph_thresholds(tolerances, component, precision),
-                                           backend=variants[precision]["backend"], iterations=len(feeds)))
+                                           graph_thresholds(tolerances, component, precision), runs,
+                                           backend=variants[precision]["backend"], iterations=len(runs)))
     return checks, list(results[REFERENCE])
 
 
+def _scheduled_iterations(variant: dict[str, Any], feeds: list[Feeds]) -> list[int]:
+    """The recorded calls this variant really runs: a step schedule sends the others to its float fallback."""
+    from t2vtrt.runtime.step_schedule import StepSchedule
+
+    schedule = StepSchedule.from_json(variant.get("schedule"))
+    if schedule is None:
+        return list(range(len(feeds)))
+    return [i for i, f in enumerate(feeds) if not schedule.uses_fallback(float(np.asarray(f["timestep"]).reshape(-1)[0]))]
+
+
 def _gate_graph_pair(results: Any, reference: str, candidate: str, kind: str, subject: str, precision: str,
-                     thresholds: dict[str, float] | None, **extra: Any) -> Check:
-    """Metrics of `candidate` vs `reference` (worst over iterations), NaN/Inf-validated, gated."""
+                     thresholds: dict[str, float] | None, runs: list[int] | None = None, **extra: Any) -> Check:
+    """Metrics of `candidate` vs `reference` (worst over the iterations `runs`, default all), NaN/Inf-validated, gated."""
     check = Check(kind, subject, precision, extra=extra)
     counts = nonfinite_counts(results[candidate])
     if not validate_finite(results, candidate) and not any(counts.values()):
         counts = {"(polygraphy validation)": 1}  # polygraphy saw something our count did not: still a failure
-    return gates.gate_graph(check, worst(compare_runners(results, reference, candidate)), counts, thresholds)
+    iterations = compare_runners(results, reference, candidate)
+    chosen = [iterations[i] for i in runs] if runs is not None else iterations
+    if not chosen:
+        return skipped(kind, subject, precision, "its step schedule runs none of the recorded calls in this variant")
+    return gates.gate_graph(check, worst(chosen), counts, thresholds)
 
 
 def _golden_graph_thresholds(tolerances: dict[str, Any]) -> dict[str, float]:
@@ -185,8 +220,23 @@ def compare_videos(manifest: Manifest, target_dir: Path, capture: Capture, eval_
         run.videos[precision] = videos
         psnr = {k: psnr_per_frame(capture.videos[k], v) for k, v in videos.items()}
         ssim = {k: ssim_per_frame(capture.videos[k], v) for k, v in videos.items()}
-        checks.append(gates.gate_video(check, psnr, ssim, video_thresholds(tolerances, precision)))
+        check = gates.gate_video(check, psnr, ssim, video_thresholds(tolerances, precision))
+        if eval_set.adherence:
+            _add_object_errors(check, capture.videos, videos)
+        checks.append(check)
     return checks
+
+
+def _add_object_errors(check: Check, reference: dict[str, np.ndarray], videos: dict[str, np.ndarray]) -> None:
+    """Per case, the object's position error (pixels) and color error against the FP32 video (reported, not gated).
+
+    PSNR alone does not tell a video shifted by a pixel from a different video; these do.
+    """
+    from t2vtrt.build.shapes.adherence import semantic_errors
+
+    for key, video in videos.items():
+        errors = semantic_errors(video, reference[key])
+        check.metrics[key].update({k: errors[k] for k in ("position_px_max", "position_px_mean", "color_max", "missing_frames")})
 
 
 def _built_precisions(manifest: Manifest) -> list[str]:
@@ -227,6 +277,7 @@ def build_report(manifest: Manifest, target_dir: Path, eval_set: EvalSet, run: C
     return {
         "schema_version": 1,
         "passed": run.passed,
+        "status": run.status,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": data["model"],
         "target": {**data["target"], "dir": str(target_dir)},

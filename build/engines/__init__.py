@@ -39,5 +39,21 @@ def build_engines(paths: ArtifactPaths, target: str, quiet: bool = False, dry_ru
         return build_cpu_target(paths)  # --low-vram is a runtime choice there: nothing to plan
     from t2vtrt.build.engines.tensorrt import build_gpu_target
 
+    check_gpu_sources(paths)
     return build_gpu_target(paths, target, quiet=quiet, dry_run=dry_run, low_vram=low_vram,
                             version_compatible=version_compatible, hardware_compat=hardware_compat)
+
+
+def check_gpu_sources(paths: ArtifactPaths) -> None:
+    """GPU targets build from onnx/ directly: refuse a broken hash chain or an INT8 graph made from another model."""
+    from t2vtrt.build.provenance import check_chain, fresh_int8
+    from t2vtrt.runtime.errors import T2VError
+
+    if not paths.surgery_report.is_file():
+        return  # the plan refuses missing graphs itself, naming the stage
+    provenance = check_chain(paths)
+    for kind in ("int8",):  # the Q/DQ graph TensorRT builds from (the -cpuverify / -u8s8 ones are cpu-only)
+        graph = paths.onnx("denoiser", kind)
+        reason = fresh_int8(paths, provenance, graph) if graph.is_file() else None
+        if reason is not None:
+            raise T2VError(f"{reason.replace('not shipped; ', '')}, or delete onnx/denoiser.int8*.onnx to build without INT8")

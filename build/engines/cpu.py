@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.provenance import check_chain, fresh_int8
 from t2vtrt.build.engines.manifest import build_manifest, variant_entry, write_manifest
+from t2vtrt.calibration.gate import gated_schedule
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_dir, sha256_file
 
 TARGET = {"name": "cpu", "backend": "onnxruntime", "gpu": None, "tensorrt_version": None}
 
 
-def cpu_sources(paths: ArtifactPaths) -> dict[str, dict[str, Path]]:
-    """Per component and precision, the graph the cpu target ships (patched graphs; INT8 when calibrated)."""
+def cpu_sources(paths: ArtifactPaths, provenance: dict[str, Any] | None = None,
+                notes: list[str] | None = None) -> dict[str, dict[str, Path]]:
+    """Per component and precision, the graph the cpu target ships (patched graphs; INT8 when calibrated from them)."""
     sources: dict[str, dict[str, Path]] = {}
     for component in COMPONENTS:
         graph = paths.onnx(component, "opt")
@@ -25,15 +29,25 @@ def cpu_sources(paths: ArtifactPaths) -> dict[str, dict[str, Path]]:
         sources[component] = {"fp32": graph}
     for precision, kind in (("int8", "int8-u8s8"), ("int8-qdq", "int8-cpuverify")):
         graph = paths.onnx("denoiser", kind)
-        if graph.is_file():
-            sources["denoiser"][precision] = graph
+        if not graph.is_file():
+            continue
+        stale = fresh_int8(paths, provenance, graph) if provenance is not None else None
+        if stale is not None:
+            # A stale INT8 graph would run the previous model's weights under the new model's hash.
+            (notes if notes is not None else []).append(f"denoiser {precision} dropped: {stale}")
+            continue
+        sources["denoiser"][precision] = graph
     return sources
 
 
-def build_cpu_target(paths: ArtifactPaths) -> Path:
+def build_cpu_target(paths: ArtifactPaths, notes: list[str] | None = None) -> Path:
     """Assemble engines/cpu/ in a temp dir and swap it in whole: a reader never sees half a target."""
     info = read_export_info(paths)
-    sources = cpu_sources(paths)
+    provenance = check_chain(paths)
+    notes = [] if notes is None else notes
+    sources = cpu_sources(paths, provenance, notes)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr, flush=True)
     final = paths.engines_dir("cpu")
     with atomic_dir(final) as tmp:
         variants: dict[str, dict[str, Any]] = {}
@@ -43,10 +57,16 @@ def build_cpu_target(paths: ArtifactPaths) -> Path:
                 file = f"{component}.{precision}.onnx"
                 fused = target_surgery(src, tmp / file)
                 extra = [{"file": data, "sha256": sha256_file(tmp / data)} for data in external_data_files(tmp / file)]
-                entry = variant_entry(tmp, file, precision, "onnxruntime", **({"target_passes": fused} if fused else {}))
+                made_from = {"file": f"onnx/{src.name}", "sha256": sha256_file(src)}
+                extras = {"target_passes": fused} if fused else {}
+                if component == "denoiser" and precision != "fp32":
+                    schedule = gated_schedule(paths.calib_dir / "gate.json", src, "fp32")
+                    extras.update({"schedule": schedule} if schedule else {})
+                entry = variant_entry(tmp, file, precision, "onnxruntime", made_from=made_from, **extras)
                 variants[component][precision] = {**entry, "external_data": extra} if extra else entry
         _link_or_copy(paths.onnx_dir / info["tokenizer"]["file"], tmp / "tokenizer.json")
-        manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"))
+        manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"),
+                                  provenance=provenance)
         write_manifest(tmp, manifest)
     return final / "manifest.json"
 

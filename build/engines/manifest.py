@@ -36,8 +36,9 @@ def variant_entry(target_dir: Path, file: str, precision: str, backend: str, **e
 
 
 def build_manifest(export_info: dict[str, Any], target: dict[str, Any], variants: dict[str, dict[str, dict[str, Any]]],
-                   tokenizer_file: str, tokenizer_sha256: str, default_precision: str = "fp32") -> dict[str, Any]:
-    """Assemble the manifest from the export record, the target and each component's variants."""
+                   tokenizer_file: str, tokenizer_sha256: str, default_precision: str = "fp32",
+                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the manifest from the export record, the target and each component's variants (+ what they were made from)."""
     components = {}
     for name, spec in export_info["components"].items():
         components[name] = {**spec, "variants": variants[name]}
@@ -54,6 +55,7 @@ def build_manifest(export_info: dict[str, Any], target: dict[str, Any], variants
         "defaults": {**export_info["defaults"], "precision": default_precision},
         "ranges": export_info["ranges"],
         "components": components,
+        **({"provenance": provenance} if provenance is not None else {}),
     }
 
 

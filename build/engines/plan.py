@@ -27,6 +27,7 @@ from t2vtrt.runtime.errors import T2VError
 GIB = 1 << 30
 MIB = 1 << 20
 MIN_WORKSPACE = 256 * MIB
+SMALL_EXTERNAL_BYTES = 64 << 10  # external initializers read for shape inference (shape constants)
 # ONNX TensorProto data type -> bytes per element (4-bit types count half a byte).
 DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
                17: 1, 18: 1, 19: 1, 20: 1, 21: 0.5, 22: 0.5, 23: 0.5}
@@ -34,7 +35,8 @@ FLOAT_TYPES = {1: "fp32", 10: "fp16", 11: "fp64", 16: "bf16"}
 WEIGHT_OPS = {"Conv": (1,), "ConvTranspose": (1,), "MatMul": (0, 1), "Gemm": (0, 1)}
 ALIAS_OPS = {"Identity", "Transpose", "Cast"}  # a weight passed through these is still that weight
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-SCORE_PATH_OPS = {"Mul", "Div", "Add", "Sub", "Cast", "Where"}  # between the QK MatMul and Softmax
+SCORE_PATH_OPS = {"Mul", "Div", "Add", "Sub", "Cast", "Where", "QuantizeLinear", "DequantizeLinear"}  # QK MatMul .. Softmax
+PROB_PATH_OPS = {"Cast", "QuantizeLinear", "DequantizeLinear"}  # between Softmax and the P.V MatMul (AutoCast, Q/DQ)
 # Graph variants the TensorRT target builds, besides the patched graph onnx/<component>.opt.onnx.
 EXTRA_KINDS = ("fp16", "bf16", "int8", "fp8")
 PREFERENCE = ("int8", "fp8", "fp16", "bf16", "fp32")  # the default precision: the lowest one built
@@ -53,15 +55,39 @@ class GraphStats:
     fused_attention_bytes: int  # attention scores TensorRT does not materialise (not counted)
     unknown_shapes: int  # intermediates whose shape inference failed (estimated from inputs)
     precision: str  # fp32 | fp16 | bf16 | int8 as the graph says
+    guessed: tuple[str, ...] = ()  # the first few tensors whose size was guessed
 
 
 def load_graph(path: Path) -> Any:
-    """The ONNX model without external weights (sizes come from dims; nothing large is read)."""
+    """The ONNX model without its large external weights (sizes come from dims); small ones are read.
+
+    Exporters put every initializer of a > 2 GB graph in external data, Reshape targets and other
+    shape constants included; shape inference needs their values, so those (a few KiB) are loaded.
+    """
     import onnx
 
     if not path.is_file():
         raise T2VError(f"{path} is missing: run `t2vtrt surgery` (or `make engines`) first")
-    return onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), load_external_data=False)
+    _load_small_external(model, path.parent)
+    return model
+
+
+def _load_small_external(model: Any, base_dir: Path) -> None:
+    """Read the values of external initializers below SMALL_EXTERNAL_BYTES (shape constants, scalars)."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for tensor in model.graph.initializer:
+        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
+            continue
+        size = _numel(tensor.dims) * DTYPE_BYTES.get(tensor.data_type, 4)
+        if size <= SMALL_EXTERNAL_BYTES:
+            try:
+                load_external_data_for_tensor(tensor, str(base_dir))
+            except Exception:  # noqa: BLE001 - a missing weights file is reported by the stage that copies it
+                continue
+            tensor.data_location = 0
+            del tensor.external_data[:]
 
 
 def _numel(dims: Any) -> int:
@@ -203,7 +229,7 @@ def tensor_sizes(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, in
 
 
 def attention_scores(model: Any) -> set[str]:
-    """Tensors between a Q.K^T MatMul, its Softmax, and the Softmax's consumer MatMul."""
+    """Tensors between a Q.K^T MatMul, its Softmax, and the P.V MatMul (through casts and Q/DQ): what MHA fusion never writes."""
     producer = {out: node for node in model.graph.node for out in node.output}
     consumers: dict[str, list[Any]] = {}
     for node in model.graph.node:
@@ -217,10 +243,23 @@ def attention_scores(model: Any) -> set[str]:
         while tensor in producer and producer[tensor].op_type in SCORE_PATH_OPS:
             path.append(tensor)
             tensor = producer[tensor].input[0]
-        feeds_matmul = any(c.op_type == "MatMul" for c in consumers.get(node.output[0], []))
-        if tensor in producer and producer[tensor].op_type == "MatMul" and feeds_matmul:
-            scores.update([tensor, *path, node.output[0]])
+        probs = _probability_path(node.output[0], consumers)
+        if tensor in producer and producer[tensor].op_type == "MatMul" and probs:
+            scores.update([tensor, *path, *probs])
     return scores
+
+
+def _probability_path(softmax_out: str, consumers: dict[str, list[Any]]) -> list[str]:
+    """The Softmax output and the casts / Q-DQ after it when they end in a MatMul; [] otherwise."""
+    path, tensor = [softmax_out], softmax_out
+    while True:
+        users = consumers.get(tensor, [])
+        if users and all(u.op_type == "MatMul" for u in users):
+            return path
+        if len(users) != 1 or users[0].op_type not in PROB_PATH_OPS:
+            return []
+        tensor = users[0].output[0]
+        path.append(tensor)
 
 
 def activation_peak(model: Any, sizes: dict[str, int | None], skip: set[str]) -> tuple[int, int]:
@@ -259,7 +298,9 @@ def _analyze_cached(path: str, stamp: tuple[int, int], shapes: tuple[tuple[str, 
     scores = attention_scores(model) if precision != "fp32" else set()
     peak, unknown = activation_peak(model, sizes, scores)
     io = sum(sizes.get(v.name) or 0 for v in (*model.graph.input, *model.graph.output))
-    return GraphStats(weight_bytes(model), peak, io, sum(sizes.get(s) or 0 for s in scores), unknown, precision)
+    produced = [out for node in model.graph.node if node.op_type != "Constant" for out in node.output if out]
+    guessed = tuple(name for name in produced if sizes.get(name) is None)[:5]
+    return GraphStats(weight_bytes(model), peak, io, sum(sizes.get(s) or 0 for s in scores), unknown, precision, guessed)
 
 
 def analyze_graph(path: Path, shapes: dict[str, tuple[int, ...]]) -> GraphStats:
@@ -502,13 +543,13 @@ def engine_name(component: str, precision: str, tensorrt_version: str | None, sm
 
 
 def trt_sources(paths: ArtifactPaths, allowed: tuple[str, ...], notes: list[str]) -> dict[str, dict[str, Path]]:
-    """Per component and precision, the TensorRT-ready graph: *.opt.onnx, plus fp16/int8 (Q/DQ) graphs when built."""
+    """Per component and precision, the TensorRT-ready graph: the fp16/bf16/int8/fp8 graphs when built, else *.opt.onnx (fp32)."""
     sources: dict[str, dict[str, Path]] = {}
     for component in COMPONENTS:
         opt = paths.onnx(component, "opt")
         if not opt.is_file():
             raise T2VError(f"{opt} is missing: run `t2vtrt surgery` (or `make engines`) first")
-        sources[component] = {graph_precision(load_graph(opt)): opt}
+        low: dict[str, Path] = {}
         for kind in EXTRA_KINDS:
             graph = paths.onnx(component, kind)
             if not graph.is_file():
@@ -516,7 +557,10 @@ def trt_sources(paths: ArtifactPaths, allowed: tuple[str, ...], notes: list[str]
             if kind not in allowed:
                 notes.append(f"{_relative(graph, paths.root)} skipped: this GPU profile does not run {kind}")
                 continue
-            sources[component][kind] = graph
+            low[kind] = graph
+        # An FP32 engine next to a lower-precision one is never run by default and costs build time and build
+        # memory (a 1.4B denoiser's FP32 engine alone is 5.3 GiB): GPU targets build it only when nothing else exists.
+        sources[component] = low or {graph_precision(load_graph(opt)): opt}
     return sources
 
 
@@ -540,15 +584,18 @@ def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False,
     sources = trt_sources(paths, profile.precisions, notes)
     built = {p for by_precision in sources.values() for p in by_precision}
     default = next(p for p in PREFERENCE if p in built)
-    components = {}
-    for name in COMPONENTS:
-        shapes = input_profiles(specs[name])
-        max_shapes = {k: tuple(v[2]) for k, v in shapes.items()}
-        variants = {p: VariantPlan(p, src, engine_name(name, p, tensorrt_version, profile.sm), analyze_graph(src, max_shapes))
-                    for p, src in sources[name].items()}
-        components[name] = ComponentPlan(name, specs[name], shapes, variants, runtime_precision(default, variants))
-    level = hardware_compat or profile.hardware_compatibility
+    components = {name: component_plan(name, specs[name], sources[name], default, tensorrt_version, profile.sm)
+                  for name in COMPONENTS}
     vram = estimate_vram(profile, components, ranges, low_vram, default)
+    if not vram.fits:
+        chunked = chunk_vae(profile, components, ranges, low_vram, default, tensorrt_version, notes)
+        if chunked is not None:
+            vram = chunked
+    for name, comp in components.items():
+        if comp.stats.unknown_shapes:
+            notes.append(f"{name}: {comp.stats.unknown_shapes} intermediate shapes unknown after shape inference, each guessed "
+                         f"as its node's largest input (e.g. {', '.join(comp.stats.guessed)})")
+    level = hardware_compat or profile.hardware_compatibility
     builder = {
         "builder_optimization_level": profile.builder_optimization_level,
         "workspace_mib": vram.workspace // MIB,
@@ -561,6 +608,40 @@ def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False,
         "timing_cache": _relative(timing_cache_path(paths, profile.name, tensorrt_version), paths.root),
     }
     return BuildPlan(profile.name, profile, paths.root, info, ranges, components, builder, vram, default, tensorrt_version, notes)
+
+
+def component_plan(name: str, spec: dict[str, Any], sources: dict[str, Path], default: str,
+                   tensorrt_version: str | None, sm: str) -> ComponentPlan:
+    """One component's variants, analysed at the max shape of its optimization profile."""
+    shapes = input_profiles(spec)
+    max_shapes = {k: tuple(v[2]) for k, v in shapes.items()}
+    variants = {p: VariantPlan(p, src, engine_name(name, p, tensorrt_version, sm), analyze_graph(src, max_shapes))
+                for p, src in sources.items()}
+    return ComponentPlan(name, spec, shapes, variants, runtime_precision(default, variants))
+
+
+def chunk_vae(profile: GpuProfile, components: dict[str, ComponentPlan], ranges: ShapeRanges, low_vram: bool,
+              default: str, tensorrt_version: str | None, notes: list[str]) -> VramPlan | None:
+    """Decode the video in chunks of fewer frames (the vae_decoder's batch axis) when that makes the plan fit.
+
+    The runtime decodes frames in chunks of at most the axis maximum, so the largest chunk that fits is
+    taken; `components` is updated in place. None (and nothing changed) when no chunk size fits.
+    """
+    vae = components["vae_decoder"]
+    lo, opt, hi = vae.spec["axes"]["batch"]
+    for chunk in sorted({max(lo, hi // d) for d in (2, 3, 4, 6, 8, 12, 16, 24)} | {lo}, reverse=True):
+        if chunk >= hi:
+            continue
+        spec = {**vae.spec, "axes": {**vae.spec["axes"], "batch": [lo, min(opt, chunk), chunk]}}
+        sources = {p: v.source for p, v in vae.variants.items()}
+        trial = {**components, "vae_decoder": component_plan("vae_decoder", spec, sources, default, tensorrt_version, profile.sm)}
+        vram = estimate_vram(profile, trial, ranges, low_vram, default)
+        if vram.fits:
+            components.update(trial)
+            notes.append(f"vae_decoder: decodes {chunk} frames at a time (not {hi}) so the plan fits: "
+                         f"activations {_gib(vae.stats.activation_bytes)} -> {_gib(trial['vae_decoder'].stats.activation_bytes)}")
+            return vram
+    return None
 
 
 def _ranges_and_specs(info: dict[str, Any], profile: GpuProfile, notes: list[str]) -> tuple[ShapeRanges, dict[str, Any]]:

@@ -41,6 +41,7 @@ def build_gpu_target(paths: ArtifactPaths, target: str, quiet: bool = False, dry
                      version_compatible: bool = False, hardware_compat: str | None = None) -> Path:
     """Plan, check and build engines/<target>/; returns the manifest (plan.json with dry_run)."""
     profile = load_profile(target)
+    write_low_precision_graphs(paths, profile, quiet)
     plan = make_plan(paths, profile, low_vram=low_vram, version_compatible=version_compatible,
                      hardware_compat=hardware_compat, tensorrt_version=installed_tensorrt_version())
     plan_path = write_plan(paths, plan)
@@ -62,6 +63,18 @@ def build_gpu_target(paths: ArtifactPaths, target: str, quiet: bool = False, dry
         plan = make_plan(paths, profile, low_vram=low_vram, version_compatible=version_compatible,
                          hardware_compat=hardware_compat, tensorrt_version=trt.__version__)
     return build_target(paths, plan, gpu, trt, quiet)
+
+
+def write_low_precision_graphs(paths: ArtifactPaths, profile: GpuProfile, quiet: bool) -> None:
+    """onnx/<component>.fp16.onnx (bf16 where fp16 overflows), gated against FP32; reruns reuse them."""
+    from t2vtrt.build.precision import LOW_PRECISIONS, write_low_precision
+
+    allowed = tuple(p for p in LOW_PRECISIONS if p in profile.precisions)
+    step = (lambda what: None) if quiet else (lambda what: click.echo(f"writing and gating {what} graph ...", err=True))
+    for component, record in write_low_precision(paths, allowed, on_step=step).items():
+        if not record["gate"]["passed"]:
+            click.echo(f"note: {component} {record['precision']} failed its gate ({'; '.join(record['gate']['failures'])}); "
+                       "this target builds it in fp32", err=True)
 
 
 def write_plan(paths: ArtifactPaths, plan: BuildPlan) -> Path:

@@ -24,10 +24,9 @@ def get_family(name: str) -> ModuleType:
 def detect_family(model_dir: Path) -> ModuleType:
     """The family whose layout `model_dir` has; a one-line error when none matches."""
     if not model_dir.is_dir():
-        raise T2VError(
-            f"model directory {model_dir} does not exist: pass MODEL=<a local diffusers directory> "
-            "or an embedded model name (tiny, bench)"
-        )
+        from t2vtrt.build.models import detect_family_dir  # the embedded names live there
+
+        detect_family_dir(model_dir)
     for name in FAMILIES:
         family = get_family(name)
         if family.detect(model_dir):

@@ -105,10 +105,12 @@ class LatentLayout:
     spatial_factor: int
     temporal_factor: int = 1
     vae_decode: str = "per_frame"  # per_frame: (N,C,h,w) frames; video: (B,C,F,h,w)
+    size_multiple: int | None = None  # pixels: VAE x denoiser downsampling (None: spatial_factor is enough)
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's `latent`."""
         return {
+            **({"size_multiple": self.size_multiple} if self.size_multiple else {}),
             "channels": self.channels,
             "layout": "BCFHW",
             "spatial_factor": self.spatial_factor,

@@ -96,9 +96,12 @@ def check_layout(model_dir: Path) -> None:
 
 def _quiet_transformers() -> None:
     """Our own progress bars report the stages; transformers' per-shard bars are noise."""
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    # A missing weight file makes diffusers log (as errors) its fallbacks before it raises; our one-line error says it all.
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
 
 
 def load(model_dir: Path, work_dir: Path) -> LoadedModel:
@@ -130,7 +133,9 @@ def load(model_dir: Path, work_dir: Path) -> LoadedModel:
             samplers=("ddim", "dpm++", "dpm++karras"),
             default_sampler="ddim",
         ),
-        latent=LatentLayout(channels=unet.config.in_channels, spatial_factor=spatial, vae_decode="per_frame"),
+        # Each down block but the last halves the latent: height and width must divide by all of it.
+        latent=LatentLayout(channels=unet.config.in_channels, spatial_factor=spatial, vae_decode="per_frame",
+                            size_multiple=spatial * 2 ** (len(unet.config.down_block_types) - 1)),
         config={
             "hidden_size": text_encoder.config.hidden_size,
             "vocab_size": text_encoder.config.vocab_size,

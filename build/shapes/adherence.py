@@ -175,3 +175,43 @@ def evaluate(pipe: Any, prompts: list[str], steps: int, guidance: float, seeds: 
             if on_done:
                 on_done(prompt)
     return {"steps": steps, "guidance": guidance, "n": len(scores), "accuracy": accuracy(scores), "scores": scores}
+
+
+def object_frames(video: np.ndarray) -> list[tuple[float, float, np.ndarray] | None]:
+    """Per frame: the object's centroid (x, y) in pixels and its mean RGB, or None where no object is seen."""
+    hue, chroma = hue_chroma(video)
+    saturated = chroma > CHROMA_MIN
+    if not saturated.any():
+        return [None] * len(video)
+    classes = hue_class(hue)
+    color_index = int(np.bincount(classes[saturated], weights=chroma[saturated], minlength=len(HUES)).argmax())
+    mask = saturated & (classes == color_index)
+    height, width = mask.shape[1:]
+    ys, xs = np.mgrid[0:height, 0:width]
+    out: list[tuple[float, float, np.ndarray] | None] = []
+    for frame, m in zip(video, mask):
+        n = int(m.sum())
+        out.append((float(xs[m].mean()), float(ys[m].mean()), frame[m].astype(np.float64).mean(axis=0)) if n >= MIN_PIXELS else None)
+    return out
+
+
+def semantic_errors(video: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Object position error (pixels) and color error (mean |RGB| difference, 0-255) per frame against a reference.
+
+    Tells a video that is the reference shifted by a pixel from a different video, which PSNR alone does not.
+    A frame where only one of the two shows an object counts in `missing_frames` and has no position or color error.
+    """
+    position: list[float | None] = []
+    color: list[float | None] = []
+    for seen, ref in zip(object_frames(video), object_frames(reference)):
+        if seen is None or ref is None:
+            position.append(None if (seen is None) != (ref is None) else 0.0)
+            color.append(None if (seen is None) != (ref is None) else 0.0)
+            continue
+        position.append(float(np.hypot(seen[0] - ref[0], seen[1] - ref[1])))
+        color.append(float(np.abs(seen[2] - ref[2]).mean()))
+    known_pos = [p for p in position if p is not None]
+    known_col = [c for c in color if c is not None]
+    return {"position_px_per_frame": position, "color_per_frame": color,
+            "position_px_max": max(known_pos) if known_pos else None, "position_px_mean": float(np.mean(known_pos)) if known_pos else None,
+            "color_max": max(known_col) if known_col else None, "missing_frames": sum(p is None for p in position)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from t2vtrt.runtime.errors import T2VError
-from t2vtrt.runtime.files import atomic_path
+from t2vtrt.runtime.files import atomic_path, temp_dir
 
 from .registry import DEFAULT_PIPELINE, get_pass
 
@@ -47,7 +46,7 @@ def _save_external(model: onnx.ModelProto, out: Path) -> None:
     """Write model + `<name>.data` in a temp folder, check by path, then move the data and the model in."""
     data_name = f"{out.name}.data"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    with temp_dir(out) as tmp:
         tmp_model = Path(tmp) / out.name
         onnx.save(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=data_name, size_threshold=1024)

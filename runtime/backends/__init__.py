@@ -32,9 +32,15 @@ class CheckedSession:
         self.name, self.spec, self.inner = name, spec, inner
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one inference."""
+        """Run one inference; a backend's own exception becomes one line naming the component."""
         check_feeds(self.name, self.spec, feeds)
-        return self.inner.run(feeds)
+        try:
+            return self.inner.run(feeds)
+        except T2VError:
+            raise
+        except Exception as exc:  # onnxruntime / TensorRT raise their own types, with multi-line messages
+            raise T2VError(f"{self.name}: the engine failed to run ({type(exc).__name__}: {first_line(exc)}); "
+                           "rebuild the target with `make engines` and keep hash checks on") from exc
 
     def close(self) -> None:
         """Release the engine."""
@@ -48,5 +54,18 @@ def open_session(manifest: Manifest, component: str, precision: str | None = Non
     if backend not in BACKENDS:
         raise T2VError(f"manifest names unknown backend {backend!r} for {component}: known are {', '.join(BACKENDS)}")
     module = importlib.import_module(BACKENDS[backend])
-    inner = module.open_session(manifest.path(variant["file"]), manifest.component(component), variant, manifest, **options)
+    path = manifest.path(variant["file"])
+    try:
+        inner = module.open_session(path, manifest.component(component), variant, manifest, **options)
+    except T2VError:
+        raise
+    except Exception as exc:  # a damaged or foreign file (only reachable with verify_hashes=False)
+        raise T2VError(f"{path} cannot be loaded by {backend} ({type(exc).__name__}: {first_line(exc)}): the file is damaged "
+                       "or not a graph of this target; rebuild it with `make engines` (and keep hash checks on)") from exc
     return CheckedSession(component, manifest.component(component), inner)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, shortened: errors stay one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__

@@ -112,9 +112,12 @@ def test_known_clip_ids(ours) -> None:
     assert ids[7:] == [49407] * (MAX_LENGTH - 7)
 
 
-def test_prompt_set_is_large_enough() -> None:
-    """The brief asks for at least 30 varied prompts."""
-    assert len(PROMPTS) >= 30 and len(set(PROMPTS)) == len(PROMPTS)
+def test_long_prompt_truncates_like_transformers(ours, hf) -> None:
+    """Past 77 tokens the ids are cut to 77 ending in EOS, exactly as transformers cuts them (what the model was trained on)."""
+    prompt = " ".join(["balloon", "over", "a", "lake"] * 30)
+    ids = ours.encode(prompt).ids
+    assert len(ids) == MAX_LENGTH and ids[0] == BOS_ID and ids[-1] == EOS_ID
+    assert ids == hf_ids(hf, prompt)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -142,9 +145,14 @@ def test_known_divergence_from_openai(ours, hf) -> None:
     assert ours.encode(prompt).ids == hf_ids(hf, prompt) != openai_reference_ids(prompt)
 
 
-def test_transformers_has_no_separate_slow_tokenizer() -> None:
-    """Documents why the slow-tokenizer check is the OpenAI port: in transformers 5 the two names are one class."""
-    assert transformers.CLIPTokenizer is transformers.CLIPTokenizerFast
+def test_runtime_tokenizer_gives_the_same_ids(ours, tok_dir: Path) -> None:
+    """The runtime's PromptTokenizer (what `generate` feeds the text encoder) pads and truncates to the same ids."""
+    from t2vtrt.runtime.tokenizer import PromptTokenizer
+
+    runtime = PromptTokenizer.from_file(tok_dir / "tokenizer.json", MAX_LENGTH, EOS_ID)
+    prompts = [*PROMPTS, " ".join(["red"] * 100)]
+    assert runtime.encode(prompts).tolist() == [e.ids for e in ours.encode_batch(prompts)]
+    assert runtime.dropped(prompts)[-1] == 100 + 2 - MAX_LENGTH
 
 
 def test_from_pretrained_folder(ours, tok_dir: Path) -> None:

@@ -74,7 +74,8 @@ def test_abs_histogram_counts_everything() -> None:
 
 def test_asymmetric_range_and_differing() -> None:
     """uint8 ranges clip the symmetric amax to what was seen; `differing` counts entropy != max."""
-    r = TensorRange(min=-0.3, max=9.0, entropy_amax=6.0)
+    r = TensorRange(min=-0.3, max=9.0, entropy_amax=6.0, mse_amax=7.5)
     assert r.asymmetric("entropy") == (-0.3, 6.0)
     assert r.asymmetric("max") == (-0.3, 9.0)
-    assert differing({"a": r, "b": TensorRange(-1.0, 2.0, 2.0)}) == 1
+    assert r.asymmetric("mse") == (-0.3, 7.5)
+    assert differing({"a": r, "b": TensorRange(-1.0, 2.0, 2.0, 2.0)}) == 1

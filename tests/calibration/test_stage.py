@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -40,16 +41,16 @@ def _snapshot(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
 
 
-def test_entropy_scales_differ_from_max(calibrated) -> None:  # type: ignore[no-untyped-def]
-    """On most tensors the entropy amax is not the observed max; the cache holds the entropy scales."""
+def test_calibrated_scales_differ_from_max(calibrated) -> None:  # type: ignore[no-untyped-def]
+    """On most tensors the entropy and MSE amax are not the observed max; the cache holds the budget's method (mse)."""
     paths, summary, _ = calibrated
     ranges, meta = load_ranges(CalibPaths(paths).ranges)
-    assert meta["entropy_differs_from_max"] > 0.6 * len(ranges)
+    assert meta["method"] == "mse" and meta["entropy_differs_from_max"] > 0.6 * len(ranges)
     _, cached = read_cache(CalibPaths(paths).cache)
-    entropy, maximum = scales(ranges, "entropy"), scales(ranges, "max")
+    chosen, maximum = scales(ranges, "mse"), scales(ranges, "max")
     differ = sum(not np.isclose(cached[t], maximum[t], rtol=1e-4) for t in cached)
     assert differ > 0.6 * len(cached)
-    assert all(np.isclose(cached[t], entropy[t], rtol=1e-6) for t in cached)
+    assert all(np.isclose(cached[t], chosen[t], rtol=1e-6) for t in cached)
 
 
 def test_trt_graph_structure(calibrated) -> None:  # type: ignore[no-untyped-def]
@@ -219,7 +220,7 @@ def test_cli_unknown_method_is_one_line(calibrated) -> None:  # type: ignore[no-
     result = subprocess.run([exe, "--quiet", "calibrate", "--model", "tiny", "--artifacts", str(paths.root.parent), "--method", "kl"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: unknown calibration method 'kl': choose one of entropy, max"]
+    assert result.stderr.strip().splitlines() == ["error: unknown calibration method 'kl': choose one of entropy, max, mse"]
 
 
 def test_cpu_target_runs_int8(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -231,7 +232,67 @@ def test_cpu_target_runs_int8(calibrated, tmp_path: Path) -> None:  # type: igno
     paths = copy_artifacts(calibrated[0], tmp_path)
     manifest = json.loads(build_cpu_target(paths).read_text())
     assert set(manifest["components"]["denoiser"]["variants"]) == {"fp32", "int8", "int8-qdq"}
+    # Each INT8 variant ships the step schedule its own gate verdict chose, falling back to the fp32 graph.
+    verdicts = {v["variant"]: v for v in json.loads(CalibPaths(paths).gate.read_text())["variants"]}
+    for precision, variant in (("int8", "u8s8"), ("int8-qdq", "int8-qdq")):
+        shipped = manifest["components"]["denoiser"]["variants"][precision].get("schedule")
+        chosen = verdicts[variant]["schedule"]
+        assert (shipped is None) == (chosen is None)
+        if chosen:
+            assert shipped["fallback"] == "fp32" and shipped["above"] == chosen["above"]
     videos = {p: Pipeline.from_dir(paths.engines_dir("cpu"), precision=p)("a red balloon", steps=3, seed=1)
               for p in ("fp32", "int8", "int8-qdq")}
     assert videos["int8"].shape == videos["fp32"].shape
     assert min(psnr_per_frame(videos["int8"], videos["fp32"])) > 20
+
+
+def test_gated_schedule_vouches_only_for_the_gated_file(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A schedule ships only with the very graph the gate passed; a changed graph or a failed gate is refused."""
+    from t2vtrt.calibration.gate import gated_schedule
+
+    paths = copy_artifacts(calibrated[0], tmp_path)
+    cp = CalibPaths(paths)
+    gated_schedule(cp.gate, cp.u8s8_graph, "fp32")  # the build's own files: accepted
+    report = json.loads(cp.gate.read_text())
+    report["graphs"][cp.u8s8_graph.name] = "0" * 64
+    cp.gate.write_text(json.dumps(report))
+    with pytest.raises(T2VError, match="is not the graph .* passed: re-run `t2vtrt quantize`"):
+        gated_schedule(cp.gate, cp.u8s8_graph, "fp32")
+    cp.gate.unlink()
+    with pytest.raises(T2VError, match="has no gate verdict"):
+        gated_schedule(cp.gate, cp.u8s8_graph, "fp32")
+
+
+def _graph_worst(graph: Any, feeds: list, reference: list) -> dict[str, float]:
+    """compare's graph metrics (worst over calls): rel L2, cosine, and PSNR with the reference's max as peak."""
+    from t2vtrt.calibration.metrics import cosine, rel_l2
+
+    sess = session(graph)
+    rows = []
+    for feed, ref in zip(feeds, reference):
+        out = sess.run(None, feed)[0]
+        mse = float(np.mean((out.astype(np.float64) - ref) ** 2))
+        rows.append((rel_l2(out, ref), cosine(out, ref), 10 * np.log10(float(np.max(ref)) ** 2 / mse)))
+    worst = np.array(rows)
+    return {"rel_l2": worst[:, 0].max(), "cosine": worst[:, 1].min(), "psnr": worst[:, 2].min()}
+
+
+def test_int8_graph_tolerances_fail_the_no_fallback_graph(calibrated) -> None:  # type: ignore[no-untyped-def]
+    """compare's INT8 graph limits pass the calibrated graph and fail the no-fallback one on every gated metric."""
+    from t2vtrt.build.compare.tolerances import GRAPH_METRICS, graph_thresholds, load_tolerances
+
+    paths, _, _ = calibrated
+    cp = CalibPaths(paths)
+    feeds = Capture.load(cp.eval_data).feeds
+    reference_session = session(load_model(paths.onnx("denoiser")))
+    reference = [reference_session.run(None, f)[0] for f in feeds]
+    everything = load_model(cp.layout)
+    ranges, meta = load_ranges(cp.ranges)
+    qdq.set_activation_scales(everything, scales(ranges, meta["method"]))
+    limits = graph_thresholds(load_tolerances(), "denoiser", "int8-qdq")
+    assert limits is not None and set(limits) == {"rel_l2", "cosine", "psnr"}
+    bad, good = _graph_worst(everything, feeds, reference), _graph_worst(str(cp.cpuverify_graph), feeds, reference)
+    for metric, limit in limits.items():
+        fails = (lambda v: v > limit) if GRAPH_METRICS[metric] == "max" else (lambda v: v < limit)
+        assert fails(bad[metric]), (metric, bad, limit)
+        assert not fails(good[metric]), (metric, good, limit)

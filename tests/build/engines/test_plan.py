@@ -184,7 +184,8 @@ def test_int8_denoiser_becomes_the_default(tmp_path: Path) -> None:
     paths = synthetic.make_artifacts(tmp_path, "tiny")
     shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "int8"))
     plan = make_plan(paths, load_profile("rtx3060"))
-    assert set(plan.components["denoiser"].variants) == {"fp32", "int8"}
+    # No FP32 engine beside a lower-precision one: it would never run by default and costs build time and memory.
+    assert set(plan.components["denoiser"].variants) == {"int8"}
     assert plan.default_precision == "int8"
     assert plan.components["denoiser"].runtime_precision == "int8"
     assert plan.components["text_encoder"].runtime_precision == "fp32"
@@ -259,3 +260,105 @@ def test_gather_with_matrix_indices_on_a_shape_is_inferred(tmp_path: Path) -> No
         SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     sizes = planmod.tensor_sizes(model, {"X": (8, 4)})
     assert sizes["g"] == 2 * 8 and sizes["Y"] == 8 * 4 * 4 and sizes["out"] == 8 * 4 * 4
+
+
+def test_attention_behind_casts_is_fused(tmp_path: Path) -> None:
+    """AutoCast keeps a Softmax in FP32 between casts: MatMul -> Cast -> Softmax -> Cast -> MatMul is still one MHA."""
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["Q", "Kt"], ["qk"]), helper.make_node("Cast", ["qk"], ["qk32"], to=f32),
+         helper.make_node("Softmax", ["qk32"], ["p32"], axis=-1), helper.make_node("Cast", ["p32"], ["p"], to=f16),
+         helper.make_node("MatMul", ["p", "V"], ["out"])],
+        "attention-casts",
+        [helper.make_tensor_value_info("Q", f16, ["B", "S", 8]), helper.make_tensor_value_info("Kt", f16, ["B", 8, "S"]),
+         helper.make_tensor_value_info("V", f16, ["B", "S", 8])],
+        [helper.make_tensor_value_info("out", f16, ["B", "S", 8])],
+        [helper.make_tensor("w", f16, [64], [0.0] * 64)],
+    )
+    assert attention_scores(helper.make_model(graph)) == {"qk", "qk32", "p32", "p"}
+    stats = analyze_graph(_save(tmp_path, graph), {"Q": (2, 64, 8), "Kt": (2, 8, 64), "V": (2, 64, 8)})
+    assert stats.activation_bytes == 0 and stats.fused_attention_bytes == 2 * 64 * 64 * (2 + 4 + 4 + 2)
+
+
+def test_small_external_initializers_are_read_for_shape_inference(tmp_path: Path) -> None:
+    """A > 2 GB export keeps Reshape targets in external data too: they are read, so no shape is left unknown."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"]), helper.make_node("Reshape", ["Y", "target"], ["Z"]),
+         helper.make_node("Relu", ["Z"], ["out"])],
+        "external",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["B", 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.full((16, 16), 0.5, np.float32), "W"), numpy_helper.from_array(np.array([-1, 4, 4], np.int64), "target")],
+    )
+    path = tmp_path / "ext.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)
+    assert all(t.data_location == 1 for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    stats = analyze_graph(path, {"X": (8, 16)})
+    assert stats.unknown_shapes == 0 and stats.guessed == ()
+    assert stats.activation_bytes == 2 * 8 * 16 * 4  # Y and Z live together at the Reshape
+    assert stats.weights["fp32"] == 256 * 4 + 3 * 8
+
+
+@pytest.fixture(scope="module")
+def tiny_fp16(tiny_paths: object, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The exported tiny model with its gated FP16 graphs (build/precision.py), in a private copy."""
+    import shutil
+
+    from t2vtrt.build.artifacts import ArtifactPaths
+    from t2vtrt.build.precision import write_low_precision
+
+    paths = ArtifactPaths(tmp_path_factory.mktemp("plan-fp16") / "tiny")
+    shutil.copytree(tiny_paths.onnx_dir, paths.onnx_dir)  # type: ignore[attr-defined]
+    write_low_precision(paths, ("fp16", "bf16"))
+    return paths
+
+
+def test_plan_on_exported_fp16_graphs(tiny_fp16: object, tiny_paths: object) -> None:
+    """GPU targets run every component in FP16: no FP32 engine, 0 unknown shapes, fused attention, less memory than FP32."""
+    plan = make_plan(tiny_fp16, load_profile("rtx3060"))
+    fp32 = make_plan(tiny_paths, load_profile("rtx3060"))
+    assert plan.default_precision == "fp16" and plan.fits
+    for name, component in plan.components.items():
+        assert set(component.variants) == {"fp16"} and component.runtime_precision == "fp16", name
+        assert component.stats.unknown_shapes == 0, (name, component.stats.guessed)
+        # AutoCast keeps the text encoder's token-embedding table (a Gather's data, most of the tiny one's weights) in FP32.
+        limit = 1.0 if name == "text_encoder" else 0.6
+        assert component.stats.weights["engine"] < limit * fp32.components[name].stats.weights["engine"], name
+    den, den32 = plan.components["denoiser"].stats, fp32.components["denoiser"].stats
+    assert den.fused_attention_bytes > 0 and den.activation_bytes < den32.activation_bytes
+    assert plan.vram.resident < fp32.vram.resident
+
+
+def _profile_with_vram(tmp_path: Path, name: str, gib: float) -> object:
+    """A test profile with this much VRAM and no reserve."""
+    return load_profile(str(synthetic.write_profile(tmp_path, name, gib, reserve_gb=0.0)))
+
+
+def test_vae_is_decoded_in_chunks_when_that_fits(tiny_fp16: object, tmp_path: Path) -> None:
+    """A card that holds everything but the 16-frame VAE decode: the plan picks the largest chunk that fits."""
+    roomy = make_plan(tiny_fp16, _profile_with_vram(tmp_path, "roomy", 64.0))
+    vae = roomy.components["vae_decoder"]
+    assert vae.spec["axes"]["batch"][2] == 16
+    # Half of the VAE's activations and I/O removed from the resident need: 16 frames do not fit, 8 do.
+    budget = roomy.vram.resident - (vae.stats.activation_bytes + vae.stats.io_bytes) // 3
+    plan = make_plan(tiny_fp16, _profile_with_vram(tmp_path, "tight", budget / planmod.GIB))
+    chunk = plan.components["vae_decoder"].spec["axes"]["batch"][2]
+    assert plan.fits and 1 <= chunk < 16
+    assert plan.components["vae_decoder"].shapes["latent"][2][0] == chunk
+    assert plan.components["vae_decoder"].stats.activation_bytes < vae.stats.activation_bytes
+    assert any(f"decodes {chunk} frames at a time" in note for note in plan.notes)
+
+
+def test_a_card_too_small_for_any_chunk_is_refused(tiny_fp16: object, tmp_path: Path) -> None:
+    """Below the weights plus one frame's decode nothing fits: refused, the VAE range left as it was, alternatives named."""
+    roomy = make_plan(tiny_fp16, _profile_with_vram(tmp_path, "roomy", 64.0))
+    weights = sum(c.stats.weights["engine"] for c in roomy.components.values())
+    plan = make_plan(tiny_fp16, _profile_with_vram(tmp_path, "micro", weights / 2 / planmod.GIB))
+    assert not plan.fits and plan.vram.alternatives
+    assert plan.components["vae_decoder"].spec["axes"]["batch"][2] == 16
+    assert not any("decodes" in note for note in plan.notes)

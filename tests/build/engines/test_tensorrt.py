@@ -198,7 +198,7 @@ def test_manifest_with_narrowed_ranges_and_int8(paths: ArtifactPaths, tmp_path: 
     assert data["ranges"]["batch"] == [1, 1, 1] and data["ranges"]["frames"] == [8, 16, 16]
     assert data["components"]["denoiser"]["axes"]["batch"] == [1, 2, 2]
     assert data["defaults"]["precision"] == "int8" and data["defaults"]["frames"] == 8
-    assert set(data["components"]["denoiser"]["variants"]) == {"fp32", "int8"}
+    assert set(data["components"]["denoiser"]["variants"]) == {"int8"}
 
 
 def test_rebuild_command_is_exact(tmp_path: Path) -> None:
