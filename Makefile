@@ -26,7 +26,7 @@ MODEL_NAME := $(if $(wildcard $(MODEL)/.),$(notdir $(abspath $(MODEL))),$(MODEL)
 ART := $(ARTIFACTS)/$(MODEL_NAME)
 MODEL_FILES := $(if $(wildcard $(MODEL)/.),$(shell find $(MODEL) -type f -not -name '.*' 2>/dev/null))
 
-.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check realsize-model clean distclean help
+.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check realsize-model capi clean distclean help
 all: engines
 
 help:
@@ -37,6 +37,7 @@ help:
 	@echo "make bench     side-by-side runtime vs diffusers benchmark on the bench model"
 	@echo "make nightly   rebuild from scratch, compare, gate, promote to latest"
 	@echo "make gpu-check on an NVIDIA machine: build, compare and run TensorRT engines"
+	@echo "make capi      libt2vtrt (C ABI include/t2vtrt.h) + examples into $(CAPI_BUILD)/ (docs/embedding.md)"
 	@echo "make realsize-model  a random-weight zeroscope_v2_576w-size model (1.41B UNet3D) in REALSIZE_DIR"
 
 # --- setup: a venv with the CPU torch from this disk, every later install under constraints.txt
@@ -88,6 +89,14 @@ engines: $(ART)/samples/sample.mp4
 	@$(T2V) summary --model $(MODEL_NAME) --artifacts $(ARTIFACTS)
 	@echo "engines: $(ART)/engines/$(TARGET)   sample video: $(ART)/samples/sample.mp4"
 
+# --- the C ABI (docs/embedding.md): libt2vtrt + examples, out of source in $(CAPI_BUILD) (not build/: a Python package)
+CAPI_BUILD ?= build-capi
+CAPI_ARGS ?=
+capi: $(STAMP)
+	cmake -S capi -B $(CAPI_BUILD) $(if $(shell command -v ninja),-G Ninja) -DCMAKE_BUILD_TYPE=Release \
+		-DPython3_EXECUTABLE=$(abspath $(BIN)/python) $(CAPI_ARGS)
+	cmake --build $(CAPI_BUILD)
+
 # --- checks
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -108,12 +117,15 @@ nightly: $(STAMP)
 	$(T2V) nightly --model $(MODEL) --artifacts $(ARTIFACTS) --gpu $(TARGET) $(NIGHTLY_ARGS)
 
 # TensorRT, cuda-python and NVML on top of the build venv (same constraints); never part of `make test`.
-$(VENV)/.installed-gpu: $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev,gpu]'
-	$(BIN)/pip check
+# GPU_EXTRA=gpu: CUDA 12 (driver r535+); GPU_EXTRA=gpu-cu13: CUDA 13 (driver r580+).
+GPU_EXTRA ?= gpu
+$(VENV)/.installed-$(GPU_EXTRA): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev,$(GPU_EXTRA)]' \
+		|| { echo "gpu-check: FAIL at step 'install' (pip install -e '.[build,dev,$(GPU_EXTRA)]')"; exit 1; }
+	$(BIN)/pip check || { echo "gpu-check: FAIL at step 'install' (pip check)"; exit 1; }
 	touch $@
 
-gpu-check: $(VENV)/.installed-gpu
+gpu-check: $(VENV)/.installed-$(GPU_EXTRA)
 	$(T2V) gpu-check --model $(MODEL) --artifacts $(ARTIFACTS)
 
 # A random-weight model at zeroscope_v2_576w's real sizes (UNet3D 1.41B, CLIP-H-size text, SD VAE; 7 GB), made by

@@ -96,7 +96,7 @@ def surgery(ctx: click.Context, model: str, artifacts: Path, passes: str | None)
 @click.option("--gpu", default="auto", show_default=True, help="auto (detect; cpu when no GPU), cpu, or a GPU profile name (see `t2vtrt gpus`).")
 @click.option("--dry-run", is_flag=True, help="GPU targets: print and write engines/<gpu>/plan.json (sources, profiles, VRAM estimate); build nothing.")
 @click.option("--low-vram", is_flag=True, help="GPU targets: plan for loading one stage's engine at a time (the runtime's --low-vram).")
-@click.option("--version-compatible", is_flag=True, help="GPU targets: version-compatible engines without the lean runtime (run them with tensorrt_lean).")
+@click.option("--version-compatible", is_flag=True, help="GPU targets: version-compatible engines (each embeds its lean runtime; runs on this TensorRT or any later one).")
 @click.option("--hardware-compat", type=click.Choice(["none", "ampere_plus", "same_compute_capability"]), default=None,
               help="GPU targets: TensorRT hardware-compatibility level (default: the GPU profile's).")
 @click.pass_context

@@ -20,14 +20,32 @@ def _has_cuda() -> bool:
     return subprocess.run([exe, "-L"], capture_output=True).returncode == 0
 
 
+_GPU_GATE: dict[str, str] = {}  # "fail" -> reason, on a GPU machine without the gpu extra
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests with the reason when this machine has no CUDA device."""
-    if _has_cuda():
+    """`gpu` tests: skipped with the reason without a CUDA device, failed (not skipped) with one but no gpu extra."""
+    if not any("gpu" in item.keywords for item in items):
         return
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (no CUDA device / nvidia-smi on this machine)")
+    from t2vtrt.build.gpus.check import gpu_test_gate, missing_gpu_extra
+
+    gate = gpu_test_gate(_has_cuda(), missing_gpu_extra())
+    if gate is None:
+        return
+    verdict, reason = gate
+    if verdict == "fail":
+        _GPU_GATE["fail"] = reason
+        return
     for item in items:
         if "gpu" in item.keywords:
-            item.add_marker(skip)
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _gpu_extra_present(request: pytest.FixtureRequest) -> None:
+    """Fail a `gpu` test on a GPU machine that lacks the gpu extra (a skip there would hide the missing install)."""
+    if "fail" in _GPU_GATE and request.node.get_closest_marker("gpu") is not None:
+        pytest.fail(_GPU_GATE["fail"], pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from t2vtrt.build.surgery.registry import PASSES, PIPELINES, TARGET_PIPELINES
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole `make engines` of the tiny model: about 2 minutes on 2 cores
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 def test_second_make_engines_is_a_no_op(tmp_path: Path) -> None:
     """First run builds every stage; the second runs none and returns in seconds."""

@@ -602,7 +602,9 @@ def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False,
         "memory_pool_limits_mib": {**profile.memory_pool_limits, "workspace_mib": vram.workspace // MIB},
         "hardware_compatibility": level,
         "version_compatible": version_compatible,
-        "exclude_lean_runtime": version_compatible,
+        # TensorRT's default: each version-compatible plan embeds its lean runtime, so later TensorRT loads it
+        # on its own; an excluded one needs Runtime.load_runtime(libnvinfer_lean of this very version).
+        "exclude_lean_runtime": False,
         "strongly_typed": True,
         "precision_flags": [],  # precision lives in the graphs
         "timing_cache": _relative(timing_cache_path(paths, profile.name, tensorrt_version), paths.root),

@@ -9,16 +9,20 @@ so everything else here runs (and is tested) without a GPU.
 Precision lives in the graphs: networks are strongly typed (a flag on TensorRT 10, always on
 in 11) and no FP16/INT8 builder flag is ever set.
 
-Version-compatible engines (--version-compatible) are built with the lean runtime excluded,
-so a service runs them with the small `tensorrt_lean` package (its libraries wheel,
-tensorrt-lean-cu12-libs, is 46 MB) instead of the full TensorRT libraries, which also hold
-the builder; the plans themselves are smaller too, as none carries a copy of the lean runtime.
+Version-compatible engines (--version-compatible) keep TensorRT's default: each plan embeds a
+copy of this build's lean runtime (libnvinfer_lean: 111 MB unpacked for TensorRT 10.16 CUDA 12;
+each plan grows by up to that, the exact figure unmeasured without a GPU), so the full
+TensorRT of this version or any later one loads it (engine host code allowed) and
+tensorrt_lean of this exact version runs it. Excluding the lean runtime would shrink the plans
+but make them loadable only through Runtime.load_runtime(<libnvinfer_lean of this version>),
+which neither the runtime nor a later TensorRT does on its own.
 """
 
 from __future__ import annotations
 
 import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,8 @@ from t2vtrt.build.gpus.profiles import GpuProfile, load_profile
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_dir, sha256_file, write_json
 
-INSTALL_HINT = "pip install -e '.[gpu]' (tensorrt, cuda-python, nvidia-ml-py)"
+# Building needs polygraphy and onnx (the `build` extra) besides TensorRT (the `gpu` extra).
+INSTALL_HINT = "pip install -e '.[build,gpu]' (polygraphy, onnx, tensorrt, cuda-python, nvidia-ml-py; '.[build,gpu-cu13]' for CUDA 13)"
 HW_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
 POOLS = {"workspace_mib": "WORKSPACE", "tactic_shared_memory_mib": "TACTIC_SHARED_MEMORY"}
 
@@ -164,12 +169,29 @@ def _cc(text: str) -> tuple[int, int]:
 
 
 def import_tensorrt() -> Any:
-    """The full tensorrt module (the lean runtime cannot build); a one-line error with the install command."""
+    """The full tensorrt module and polygraphy's TensorRT loaders; a one-line error with the install command."""
+    if sys.modules.get("tensorrt_lean") is not None:  # two libnvinfer in one process: never load the second
+        raise T2VError("this process already runs engines with tensorrt_lean, which cannot build: build the engines "
+                       "in a separate process (`t2vtrt engines --gpu <profile>`)")
     try:
         import tensorrt as trt
     except ImportError as exc:
         raise T2VError(f"TensorRT is not installed, so engines cannot be built here: {INSTALL_HINT}") from exc
+    try:
+        import polygraphy.backend.trt  # noqa: F401 - the loaders build_engine uses
+    except ImportError as exc:
+        raise T2VError(f"polygraphy is not installed, so engines cannot be built here: {INSTALL_HINT}") from exc
     return trt
+
+
+def share_logger(trt: Any) -> None:
+    """Hand polygraphy's loaders the runtime's process logger when it exists (TensorRT keeps one logger per process)."""
+    from polygraphy.backend.trt import util
+
+    from t2vtrt.runtime.backends.tensorrt import current_logger
+
+    if util.TRT_LOGGER is None and current_logger() is not None:
+        util.TRT_LOGGER = current_logger()
 
 
 def build_target(paths: ArtifactPaths, plan: BuildPlan, gpu: GpuInfo, trt: Any, quiet: bool) -> Path:
@@ -197,6 +219,7 @@ def build_engine(trt: Any, source: Path, shapes: dict[str, list[list[int]]], bui
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.ERROR if quiet else G_LOGGER.WARNING
+    share_logger(trt)
     try:
         return engine_loader(trt, source, shapes, builder, cache)()
     except Exception as exc:  # noqa: BLE001 - polygraphy raises its own exception types; keep one line
@@ -246,13 +269,14 @@ def hardware_level(trt: Any, level: str) -> Any:
 def write_gpu_manifest(paths: ArtifactPaths, plan: BuildPlan, target_dir: Path, built: dict[str, dict[str, str]],
                        gpu: dict[str, Any], tensorrt_version: str) -> Path:
     """manifest.json for the engines in target_dir: backend tensorrt, validated by the shared schema."""
-    note = (f"version-compatible, lean runtime excluded: run with tensorrt_lean {tensorrt_version.split('.')[0]}.x "
-            f">= {tensorrt_version}") if plan.builder["version_compatible"] else None
+    note = (f"version-compatible, lean runtime embedded: runs on tensorrt {tensorrt_version} or later, "
+            f"or tensorrt_lean {tensorrt_version} exactly") if plan.builder["version_compatible"] else None
     variants: dict[str, dict[str, dict[str, Any]]] = {}
     for component, by_precision in built.items():
         variants[component] = {
             precision: variant_entry(target_dir, file, precision, "tensorrt", tensorrt_version=tensorrt_version,
-                                     compute_capability=gpu["compute_capability"], **({"note": note} if note else {}))
+                                     compute_capability=gpu["compute_capability"], **({"note": note} if note else {}),
+                                     **_step_schedule(paths, component, precision, by_precision))
             for precision, file in by_precision.items()
         }
     info = plan.info
@@ -270,6 +294,21 @@ def write_gpu_manifest(paths: ArtifactPaths, plan: BuildPlan, target_dir: Path, 
     manifest = build_manifest(export, target, variants, "tokenizer.json", sha256_file(target_dir / "tokenizer.json"),
                               default_precision=plan.default_precision)
     return write_manifest(target_dir, manifest)
+
+
+def _step_schedule(paths: ArtifactPaths, component: str, precision: str, built: dict[str, str]) -> dict[str, Any]:
+    """{"schedule": ...} for the INT8 denoiser: the gate's step schedule, falling back to the float engine built beside it."""
+    if component != "denoiser" or precision != "int8":
+        return {}
+    from t2vtrt.calibration.gate import gated_schedule
+
+    fallback = next((p for p in ("fp16", "bf16", "fp32") if p in built), None)
+    graph = paths.onnx("denoiser", "int8")
+    schedule = gated_schedule(paths.calib_dir / "gate.json", graph, fallback or "fp16")
+    if schedule and fallback is None:
+        raise T2VError(f"{graph.name}'s step schedule runs its first steps in a float denoiser, but none was built for "
+                       "this target: let the engines stage write denoiser.fp16.onnx (or build with INT8=0)")
+    return {"schedule": schedule} if schedule else {}
 
 
 def clamp_defaults(defaults: dict[str, Any], ranges: dict[str, list[int]]) -> dict[str, Any]:

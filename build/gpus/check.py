@@ -1,13 +1,16 @@
 """`t2vtrt gpu-check` / `make gpu-check`: prove the TensorRT path on this machine's GPU in one command.
 
-Steps, each printed PASS/FAIL: detect the GPU and its profile, import TensorRT and the CUDA
-bindings, export + patch the tiny model, build its engines, compare every engine with the
-FP32 ONNX graph on ONNX Runtime through polygraphy (tolerances from _tolerances.toml), and
-generate a video with the runtime (resident and --low-vram, which must agree).
+Steps, one table row each with its result, figures and seconds, stopping at the first failure
+(exit 1, the step named): the `gpu` extra installed with one CUDA major, the GPU and its profile,
+export + surgery, calibrate + quantize (the INT8 Q/DQ+FP16 denoiser, the one graph no CPU can
+validate), the build (a row per engine: precision, size), every engine against the FP32 ONNX graph
+on ONNX Runtime through polygraphy (tolerances from _tolerances.toml), and a video through the
+runtime (resident and --low-vram, which must agree).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +21,11 @@ from t2vtrt.runtime.errors import T2VError
 
 TOLERANCES = Path(__file__).parent / "_tolerances.toml"
 Echo = Callable[[str], None]
+Row = tuple[str, bool, str, "float | None"]
+Step = tuple[str, Callable[["CheckState"], str]]
+INT8_DENOISER = ("denoiser", "int8")
+GPU_EXTRA_MODULES = {"tensorrt": "tensorrt", "cuda.bindings": "cuda-python", "pynvml": "nvidia-ml-py"}
+HEADER = f"{'step':<34} {'result':<6} {'seconds':>8}  detail"
 
 
 @dataclass
@@ -28,7 +36,8 @@ class CheckState:
     model: str
     profile: str = ""
     engines: Path | None = None
-    results: list[tuple[str, bool, str]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)  # (step, passed, detail, seconds)
+    references: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # component -> ONNX Runtime outputs
 
 
 def load_tolerances(path: Path = TOLERANCES) -> dict[str, dict[str, float]]:
@@ -71,25 +80,82 @@ def sample_feeds(spec: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
+def cuda_majors() -> tuple[int | None, int | None]:
+    """(CUDA major of the installed TensorRT wheel, major of cuda-python), None where not installed."""
+    wheels = ((12, "tensorrt-cu12"), (13, "tensorrt-cu13"), (12, "tensorrt-lean-cu12"), (13, "tensorrt-lean-cu13"))
+    trt_cuda = next((major for major, dist in wheels if _installed(dist)), None)
+    bindings = _installed("cuda-python") or _installed("cuda-bindings")
+    return trt_cuda, int(bindings.split(".")[0]) if bindings else None
+
+
+def _installed(dist: str) -> str | None:
+    """A distribution's version, or None."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_cuda_pairing(trt_cuda: int | None, cuda_python: int | None) -> None:
+    """TensorRT and cuda-python must target one CUDA major (13 needs driver r580+, 12 runs on r535+)."""
+    if trt_cuda is None or cuda_python is None or trt_cuda == cuda_python:
+        return
+    raise T2VError(f"TensorRT is built for CUDA {trt_cuda} but cuda-python {cuda_python}.x for CUDA {cuda_python}: reinstall one "
+                   "extra, pip install -e '.[build,gpu]' (CUDA 12, driver r535+) or '.[build,gpu-cu13]' (CUDA 13, driver r580+)")
+
+
+def missing_gpu_extra() -> list[str]:
+    """The `gpu` extra's distributions whose modules cannot be found here (nothing is imported)."""
+    import importlib.util
+
+    missing = []
+    for module, dist in GPU_EXTRA_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        missing += [] if found else [dist]
+    return missing
+
+
+def gpu_test_gate(has_gpu: bool, missing: list[str]) -> tuple[str, str] | None:
+    """For `gpu`-marked tests: skip without a GPU, fail on a GPU machine lacking the extra, else run (None)."""
+    if not has_gpu:
+        return "skip", "needs an NVIDIA GPU (no CUDA device / nvidia-smi on this machine)"
+    if missing:
+        return "fail", (f"this machine has an NVIDIA GPU but not the gpu extra ({', '.join(missing)} missing): "
+                        "pip install -e '.[build,dev,gpu]' (or '.[build,dev,gpu-cu13]' on driver r580+)")
+    return None
+
+
+def step_install(state: CheckState) -> str:
+    """The gpu extra imports (tensorrt, polygraphy, nvidia-ml-py) and TensorRT shares cuda-python's CUDA major."""
+    from t2vtrt.build.engines.tensorrt import import_tensorrt
+
+    trt = import_tensorrt()
+    try:
+        import pynvml  # noqa: F401 - detection uses it
+    except ImportError as exc:
+        raise T2VError("nvidia-ml-py is not installed: pip install -e '.[build,gpu]'") from exc
+    trt_cuda, cuda_python = cuda_majors()
+    check_cuda_pairing(trt_cuda, cuda_python)
+    bindings = f"cuda-python {cuda_python}.x" if cuda_python else "no cuda-python (polygraphy's libcudart fallback)"
+    return f"TensorRT {trt.__version__} (CUDA {trt_cuda or '?'}), {bindings}"
+
+
 def step_detect(state: CheckState) -> str:
-    """A GPU exists and a profile matches it."""
+    """A GPU exists, a profile matches it, and the CUDA bindings reach it."""
     from t2vtrt.build.gpus.detect import detect_gpu, match_profile
+    from t2vtrt.runtime.backends.tensorrt import cuda_api
 
     gpu = detect_gpu()
     if gpu is None:
-        raise T2VError("no NVIDIA GPU found (NVML and nvidia-smi see none): gpu-check needs one")
+        raise T2VError("no NVIDIA GPU found (NVML and nvidia-smi see none, or CUDA_VISIBLE_DEVICES hides them): gpu-check needs one")
     state.profile = match_profile(gpu).name
-    return f"{gpu.name} ({gpu.sm}, {gpu.vram_gb:.1f} GiB) -> profile {state.profile}"
-
-
-def step_tensorrt(state: CheckState) -> str:
-    """tensorrt and CUDA bindings import."""
-    from t2vtrt.build.engines.tensorrt import import_tensorrt
-    from t2vtrt.runtime.backends.tensorrt import cuda_api
-
-    trt = import_tensorrt()
     cuda = cuda_api()
-    return f"TensorRT {trt.__version__}, CUDA bindings {type(cuda).__name__}, device capability {cuda.capability()}"
+    return f"{gpu.name} ({gpu.sm}, {gpu.vram_gb:.1f} GiB) -> profile {state.profile}; CUDA sees sm {cuda.capability()}"
 
 
 def step_export(state: CheckState) -> str:
@@ -104,43 +170,97 @@ def step_export(state: CheckState) -> str:
     return f"{state.artifacts / state.model / 'onnx'}"
 
 
+
+
+def step_int8(state: CheckState) -> str:
+    """Calibrate and quantize the denoiser: denoiser.int8.onnx (Q/DQ + FP16), the graph TensorRT builds INT8 from."""
+    from t2vtrt.build.artifacts import ArtifactPaths
+    from t2vtrt.build.provenance import quantize_inputs, record_quantized
+    from t2vtrt.calibration.stage import run_calibrate, run_quantize
+
+    paths = ArtifactPaths(state.artifacts / state.model)
+    run_calibrate(paths)
+    made_from = quantize_inputs(paths)
+    run_quantize(paths)
+    record_quantized(paths, made_from)
+    return f"{paths.onnx('denoiser', 'int8')}"
+
+
 def step_build(state: CheckState) -> str:
-    """Build the engines for the detected profile."""
+    """Build the engines for the detected profile (FP16/BF16 graphs and the INT8 denoiser included)."""
     from t2vtrt.build.artifacts import ArtifactPaths
     from t2vtrt.build.engines.tensorrt import build_gpu_target
 
     manifest = build_gpu_target(ArtifactPaths(state.artifacts / state.model), state.profile, quiet=True)
     state.engines = manifest.parent
-    return ", ".join(sorted(p.name for p in state.engines.glob("*.plan")))
+    return f"{state.engines}"
 
 
-def compare_engines(state: CheckState, echo: Echo) -> bool:
-    """Every engine against its FP32 ONNX graph on ONNX Runtime, through polygraphy's runners."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-    from polygraphy.comparator import Comparator
-
+def engine_rows(state: CheckState) -> list[Row]:
+    """One row per built engine (precision, size); a failing row when the profile runs INT8 but no INT8 denoiser was built."""
+    from t2vtrt.build.gpus.profiles import load_profile
     from t2vtrt.runtime.manifest import load_manifest
 
     assert state.engines is not None
-    manifest = load_manifest(state.engines)
-    tolerances = load_tolerances()
-    onnx_dir = state.artifacts / state.model / "onnx"
-    ok = True
-    for name, component in manifest.data["components"].items():
-        feeds = sample_feeds(component)
+    components = load_manifest(state.engines).data["components"]
+    rows: list[Row] = []
+    for name, component in components.items():
         for precision, variant in component["variants"].items():
-            engine = EngineFromBytes((state.engines / variant["file"]).read_bytes())
-            runners = [TrtRunner(engine), OnnxrtRunner(SessionFromOnnx(str(onnx_dir / f"{name}.opt.onnx")))]
-            results = Comparator.run(runners, data_loader=[feeds])
-            trt_out, ort_out = results[0][1][0], results[1][1][0]
-            for output in component["outputs"]:
-                metrics = compare_metrics(np.asarray(trt_out[output["name"]]), np.asarray(ort_out[output["name"]]))
-                passed = within(metrics, tolerances[precision])
-                ok &= passed
-                report(state, echo, f"compare {name} {precision} {output['name']}", passed,
-                       ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()) + f" (tolerance {tolerances[precision]})")
-    return ok
+            size = (state.engines / variant["file"]).stat().st_size
+            rows.append((f"build {name} {precision}", True, f"{variant['file']} {size / 2**20:.1f} MiB", None))
+    component, precision = INT8_DENOISER
+    if "int8" in load_profile(state.profile).precisions and precision not in components[component]["variants"]:
+        rows.append((f"build {component} {precision}", False, "no INT8 Q/DQ+FP16 denoiser engine was built: "
+                     "check the calibrate + quantize row and onnx/denoiser.int8.onnx", None))
+    return rows
+
+
+def compare_steps(state: CheckState) -> list[Step]:
+    """One step per engine: its outputs against the FP32 ONNX graph on ONNX Runtime."""
+    from t2vtrt.runtime.manifest import load_manifest
+
+    assert state.engines is not None
+    components = load_manifest(state.engines).data["components"]
+    return [(f"compare {name} {precision}", _comparer(name, precision, component))
+            for name, component in components.items() for precision in component["variants"]]
+
+
+def _comparer(name: str, precision: str, component: dict[str, Any]) -> Callable[[CheckState], str]:
+    """The step comparing one engine."""
+    return lambda state: compare_engine(state, name, precision, component)
+
+
+def compare_engine(state: CheckState, name: str, precision: str, component: dict[str, Any]) -> str:
+    """One engine through polygraphy's TrtRunner vs the FP32 graph's outputs; the figures, or a T2VError with them."""
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    assert state.engines is not None
+    feeds = sample_feeds(component)
+    reference = reference_outputs(state, name, component, feeds)
+    engine = EngineFromBytes((state.engines / component["variants"][precision]["file"]).read_bytes())
+    with TrtRunner(engine) as runner:
+        actual = runner.infer(feeds)
+    tolerance = load_tolerances()[precision]
+    figures, ok = [], True
+    for output in component["outputs"]:
+        metrics = compare_metrics(np.asarray(actual[output["name"]]), reference[output["name"]])
+        ok &= within(metrics, tolerance)
+        figures.append(f"{output['name']}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+    detail = "; ".join(figures) + f" (max_rel_l2 {tolerance['max_rel_l2']:g}, min_cosine {tolerance['min_cosine']:g})"
+    if not ok:
+        raise T2VError(f"outside the {precision} tolerance: {detail}")
+    return detail
+
+
+def reference_outputs(state: CheckState, name: str, component: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The FP32 ONNX graph's outputs on ONNX Runtime's CPU provider, once per component."""
+    if name not in state.references:
+        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+        graph = state.artifacts / state.model / "onnx" / f"{name}.opt.onnx"
+        with OnnxrtRunner(SessionFromOnnx(str(graph), providers=["cpu"])) as runner:
+            state.references[name] = {k: np.asarray(v) for k, v in runner.infer(feeds).items()}
+    return state.references[name]
 
 
 def step_generate(state: CheckState) -> str:
@@ -161,36 +281,44 @@ def step_generate(state: CheckState) -> str:
     return f"{path} {videos[0].shape}"
 
 
-def report(state: CheckState, echo: Echo, name: str, ok: bool, detail: str) -> None:
-    """Print and record one step."""
-    state.results.append((name, ok, detail))
-    echo(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+
+
+STEPS: list[Step] = [("install", step_install), ("detect", step_detect), ("export + surgery", step_export),
+                     ("calibrate + quantize (INT8 Q/DQ)", step_int8), ("build engines", step_build)]
+
+
+def run_steps(state: CheckState, echo: Echo, steps: list[Step]) -> bool:
+    """Run steps in order, a row each; False at the first failure (the rest do not run)."""
+    for name, step in steps:
+        start = time.perf_counter()
+        try:
+            detail, ok = step(state), True
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one FAIL row
+            detail, ok = _one_line(exc), False
+        if not add_row(state, echo, (name, ok, detail, time.perf_counter() - start)):
+            return False
+    return True
+
+
+def add_row(state: CheckState, echo: Echo, row: Row) -> bool:
+    """Print and record one table row; its result."""
+    name, ok, detail, seconds = row
+    state.rows.append(row)
+    echo(f"{name:<34} {'PASS' if ok else 'FAIL':<6} {'' if seconds is None else f'{seconds:.1f}':>8}  {detail}")
+    return ok
 
 
 def run_gpu_check(artifacts: Path, model: str = "tiny", echo: Echo = print) -> bool:
-    """Run every step, stopping at the first that later steps depend on; True when all passed."""
+    """Every step as one table, stopping at the first failure; True when all passed."""
     state = CheckState(artifacts, model)
-    steps = [("detect GPU", step_detect), ("TensorRT + CUDA bindings", step_tensorrt), ("export + surgery", step_export),
-             ("build engines", step_build)]
-    for name, step in steps:
-        try:
-            report(state, echo, name, True, step(state))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one FAIL line
-            report(state, echo, name, False, _one_line(exc))
-            return False
-    try:
-        compared = compare_engines(state, echo)
-    except Exception as exc:  # noqa: BLE001
-        report(state, echo, "compare engines", False, _one_line(exc))
-        compared = False
-    try:
-        report(state, echo, "generate video", True, step_generate(state))
-        generated = True
-    except Exception as exc:  # noqa: BLE001
-        report(state, echo, "generate video", False, _one_line(exc))
-        generated = False
-    passed = compared and generated
-    echo(f"gpu-check: {'PASS' if passed else 'FAIL'} ({sum(ok for _, ok, _ in state.results)}/{len(state.results)} steps)")
+    echo(HEADER)
+    passed = (run_steps(state, echo, STEPS)
+              and all(add_row(state, echo, row) for row in engine_rows(state))
+              and run_steps(state, echo, compare_steps(state))
+              and run_steps(state, echo, [("generate", step_generate)]))
+    failed = next((name for name, ok, _, _ in state.rows if not ok), None)
+    total = sum(seconds or 0.0 for *_, seconds in state.rows)
+    echo(f"gpu-check: PASS ({len(state.rows)} steps, {total:.0f} s)" if passed else f"gpu-check: FAIL at step '{failed}' ({total:.0f} s)")
     return passed
 
 

@@ -106,12 +106,25 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
 
 
 def _visible(gpus: list[GpuInfo]) -> list[GpuInfo]:
-    """Honour a numeric CUDA_VISIBLE_DEVICES, which NVML and nvidia-smi ignore."""
+    """Honour CUDA_VISIBLE_DEVICES, which NVML and nvidia-smi ignore: set but empty hides every GPU (as in CUDA).
+
+    A list of indices keeps those GPUs up to the first index that names none (CUDA ignores the rest);
+    UUIDs or MIG names are left to CUDA (every GPU is reported).
+    """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None or not re.fullmatch(r"[0-9]+(,[0-9]+)*", visible.strip()):
+    if visible is None:
         return gpus
-    by_index = {g.index: g for g in gpus}
-    return [by_index[int(i)] for i in visible.split(",") if int(i) in by_index]
+    if not visible.strip():
+        return []
+    by_index, picked = {g.index: g for g in gpus}, []
+    for item in visible.split(","):
+        item = item.strip()
+        if not re.fullmatch(r"-?[0-9]+", item):
+            return picked if picked else (gpus if item.startswith(("GPU-", "MIG-")) else [])
+        if int(item) not in by_index:
+            return picked
+        picked.append(by_index[int(item)])
+    return picked
 
 
 def match_profile(gpu: GpuInfo, profiles: list[GpuProfile] | None = None) -> GpuProfile:

@@ -1,14 +1,23 @@
 """TensorRT backend: deserialize an engine, run it on device buffers, return numpy (no torch).
 
-tensorrt (or tensorrt_lean, for version-compatible engines) and the CUDA bindings
-(cuda-python's cuda.bindings.runtime / cuda.cudart, else polygraphy's ctypes wrapper) are
-imported when a session opens, never at module level: the runtime imports without them.
+One TensorRT module per process (tensorrt, else tensorrt_lean; never both: each loads its own
+libnvinfer and TensorRT keeps one logger per process) and the CUDA bindings (cuda-python's
+cuda.bindings.runtime / cuda.cudart, else polygraphy's ctypes wrapper) are imported when a
+session opens, never at module level: the runtime imports without them.
 Inputs are copied host -> device and outputs back every call; the sampler loop stays numpy.
+
+Which TensorRT runs which engine (TensorRT's own rules, "Version Compatibility" in its guide):
+- a plain engine: the TensorRT it was built with (same major.minor.patch), full runtime only;
+- a version-compatible engine carries a copy of its build's lean runtime (the builder's default,
+  kept on purpose): the full runtime of that version or any later one loads it and hands it to
+  that embedded copy (engine_host_code_allowed); tensorrt_lean runs it only at the build's version.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +26,62 @@ import numpy as np
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import Manifest
 
-INSTALL_HINT = "pip install -e '.[gpu]' (or tensorrt_lean and cuda-python for a runtime-only service)"
-# trt.DataType name -> numpy dtype (kept here: tensorrt_lean may lack trt.nptype).
+INSTALL_HINT = ("pip install -e '.[gpu]' (CUDA 12, driver r535+) or '.[gpu-cu13]' (CUDA 13, driver r580+); "
+                "tensorrt-lean instead of tensorrt for a runtime-only service")
+MODULES = ("tensorrt", "tensorrt_lean")  # preference order; a process keeps whichever it loaded first
+# trt.DataType name -> numpy dtype (kept here: tensorrt_lean may lack trt.nptype); ml_dtypes ones load on use.
 DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
           "UINT8": np.uint8, "BOOL": np.bool_}
+ML_DTYPES = {"BF16": "bfloat16", "FP8": "float8_e4m3fn"}
+# The process-wide TensorRT logger, made once (TensorRT keeps the first and warns on every later one).
+_PROCESS: dict[str, Any] = {}
 
 
-def import_tensorrt(version_compatible: bool) -> Any:
-    """tensorrt_lean first for version-compatible engines (that is what they are for), else tensorrt."""
-    order = ("tensorrt_lean", "tensorrt") if version_compatible else ("tensorrt", "tensorrt_lean")
-    for name in order:
+def import_tensorrt() -> Any:
+    """The process's TensorRT module: the one already loaded, else tensorrt, else tensorrt_lean."""
+    for name in MODULES:
+        if sys.modules.get(name) is not None:
+            return sys.modules[name]
+    for name in MODULES:
         try:
-            return __import__(name)
+            return importlib.import_module(name)
         except ImportError:
             continue
     raise T2VError(f"these engines need TensorRT, which is not installed: {INSTALL_HINT}")
 
 
-def check_version(installed: str, variant: dict[str, Any], version_compatible: bool, file: str) -> None:
-    """An engine runs only on the TensorRT it was built with (or a later one of that major, when version-compatible)."""
-    built = variant.get("tensorrt_version")
+def process_logger(trt: Any) -> Any:
+    """The one trt.ILogger of this process: polygraphy's when it made one first, else a WARNING trt.Logger."""
+    if _PROCESS.get("logger") is None:
+        made = getattr(sys.modules.get("polygraphy.backend.trt.util"), "TRT_LOGGER", None)
+        _PROCESS["logger"] = made if made is not None and trt.__name__ == "tensorrt" else trt.Logger(trt.Logger.WARNING)
+    return _PROCESS["logger"]
+
+
+def current_logger() -> Any:
+    """The process logger if a session made one, else None."""
+    return _PROCESS.get("logger")
+
+
+def check_version(trt: Any, variant: dict[str, Any], version_compatible: bool, file: str) -> None:
+    """Refuse, in one line, an engine this TensorRT module cannot run (rules in the module docstring)."""
+    built, installed, lean = variant.get("tensorrt_version"), trt.__version__, trt.__name__ == "tensorrt_lean"
+    if lean and not version_compatible:
+        raise T2VError(f"{file} is not version-compatible, so tensorrt_lean {installed} cannot run it: install "
+                       f"tensorrt {built or ''} (pip install -e '.[gpu]') or rebuild with `t2vtrt engines --version-compatible`")
     if not built:
         return
-    have, want = _version(installed), _version(built)
-    if version_compatible:
-        if have[0] == want[0] and have >= want:
-            return
-        need = f"TensorRT {want[0]}.x >= {built}"
+    have, want = _version(installed)[:3], _version(built)[:3]
+    if have == want or (version_compatible and not lean and have > want):
+        return
+    if version_compatible and not lean:
+        need = f"TensorRT {built} or later"
+    elif version_compatible:
+        need = f"tensorrt_lean {built} (it runs only engines of its own version) or the full tensorrt {built} or later"
     else:
-        if have[:3] == want[:3]:
-            return
         need = f"TensorRT {built}"
     raise T2VError(
-        f"{file} was built with TensorRT {built} but {installed} is installed: install {need} "
+        f"{file} was built with TensorRT {built} but {trt.__name__} {installed} is installed: install {need} "
         f"or rebuild the engines here with `t2vtrt engines --gpu <profile>`"
     )
 
@@ -76,8 +108,9 @@ def check_device(capability: str, variant: dict[str, Any], hardware_compat: str 
 class CudaRuntime:
     """The few CUDA runtime calls the backend needs, over cuda-python."""
 
-    def __init__(self, cudart: Any) -> None:
+    def __init__(self, cudart: Any, native_handle: Any = None) -> None:
         self.rt = cudart
+        self.native_handle = native_handle or int  # int(cudaStream_t) is deprecated from cuda-bindings 12.9 / 13
 
     def _call(self, result: Any) -> Any:
         """Unpack (err, value...) and raise on error."""
@@ -101,7 +134,7 @@ class CudaRuntime:
 
     def create_stream(self) -> int:
         """A new stream's handle."""
-        return int(self._call(self.rt.cudaStreamCreate()))
+        return int(self.native_handle(self._call(self.rt.cudaStreamCreate())))
 
     def destroy_stream(self, stream: int) -> None:
         """Release a stream."""
@@ -174,15 +207,46 @@ def cuda_api() -> CudaRuntime | PolygraphyCuda:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
+            from cuda import cudart  # type: ignore[no-redef]  # older cuda-python (gone in 13)
         except ImportError:
             cudart = None
     if cudart is not None:
-        return CudaRuntime(cudart)
+        return CudaRuntime(cudart, _native_handle())
     try:
         return PolygraphyCuda()
     except ImportError as exc:
         raise T2VError(f"the TensorRT backend needs CUDA bindings: {INSTALL_HINT}") from exc
+    except Exception as exc:  # noqa: BLE001 - OSError from ctypes.CDLL, PolygraphyException from its logger
+        raise T2VError(f"cuda-python is not installed and polygraphy's fallback could not load libcudart.so "
+                       f"({_first_line(exc)}): {INSTALL_HINT}") from exc
+
+
+def _native_handle() -> Any:
+    """cuda.bindings.utils.get_cuda_native_handle where it exists (cuda-bindings >= 12.9), else None (int)."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return None
+    return get_cuda_native_handle
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first message line, or its type name."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def numpy_dtype(kind: str, what: str) -> np.dtype:
+    """The numpy dtype for a trt.DataType name; BF16/FP8 through ml_dtypes (numpy has neither)."""
+    if kind in DTYPES:
+        return np.dtype(DTYPES[kind])
+    if kind not in ML_DTYPES:
+        raise T2VError(f"{what} has TensorRT type {kind}, which numpy cannot hold: export that tensor as FP32")
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise T2VError(f"{what} is {kind}, which numpy holds only through ml_dtypes: pip install ml_dtypes") from exc
+    return np.dtype(getattr(ml_dtypes, ML_DTYPES[kind]))
 
 
 class TrtSession:
@@ -190,8 +254,7 @@ class TrtSession:
 
     def __init__(self, data: bytes, trt: Any, cuda: Any, file: str, host_code_allowed: bool = False) -> None:
         self.trt, self.cuda, self.file = trt, cuda, file
-        self.logger = trt.Logger(trt.Logger.WARNING)  # must outlive the runtime and engine
-        self.runtime = trt.Runtime(self.logger)
+        self.runtime = trt.Runtime(process_logger(trt))  # the logger lives as long as the process
         if host_code_allowed:
             self.runtime.engine_host_code_allowed = True  # version-compatible plans carry host code
         self.engine = self.runtime.deserialize_cuda_engine(data)
@@ -209,10 +272,7 @@ class TrtSession:
 
     def _dtype(self, name: str) -> np.dtype:
         """The numpy dtype of an engine tensor."""
-        kind = self.engine.get_tensor_dtype(name).name
-        if kind not in DTYPES:
-            raise T2VError(f"{self.file}: tensor {name!r} has TensorRT type {kind}, which numpy cannot hold")
-        return np.dtype(DTYPES[kind])
+        return numpy_dtype(self.engine.get_tensor_dtype(name).name, f"{self.file}: tensor {name!r}")
 
     def _buffer(self, name: str, nbytes: int) -> int:
         """A device buffer of at least nbytes for a tensor, grown when a larger shape arrives."""
@@ -270,8 +330,8 @@ def open_session(path: Path, component: dict[str, Any], variant: dict[str, Any],
     """Check the engine against this machine (TensorRT version, GPU), then deserialize it."""
     target = manifest.data["target"]
     version_compatible = bool(target.get("version_compatible"))
-    trt = import_tensorrt(version_compatible)
-    check_version(trt.__version__, variant, version_compatible, str(path))
+    trt = import_tensorrt()
+    check_version(trt, variant, version_compatible, str(path))
     cuda = cuda_api()
     check_device(cuda.capability(), variant, target.get("hardware_compatibility"), str(path))
     return TrtSession(Path(path).read_bytes(), trt, cuda, str(path), host_code_allowed=version_compatible)

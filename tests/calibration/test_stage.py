@@ -136,8 +136,11 @@ def test_gate_passes_with_margin(calibrated) -> None:  # type: ignore[no-untyped
 
 
 def test_bad_plans_fail_the_gate(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """No FP16 fallback at all, or scales x8, fails the same gate the build passes."""
-    paths, _, _ = calibrated
+    """Scales x8 fail the gate the build passes; no FP16 fallback fails it without a step schedule, and needs one
+    at least as long as the calibrated graph's (entropy ranges, the clipping that hurts most)."""
+    from dataclasses import replace
+
+    paths, _, report = calibrated
     cp = CalibPaths(paths)
     limits, evals = load_thresholds("tiny"), Capture.load(cp.eval_data).feeds
     reference = run_first_output(session(load_model(cp.source)), evals)
@@ -146,11 +149,14 @@ def test_bad_plans_fail_the_gate(calibrated, tmp_path: Path) -> None:  # type: i
     times8 = load_model(cp.cpuverify_graph)
     qdq.set_activation_scales(times8, {t: s * 8 for t, s in qdq.activation_scales(times8).items()})
     cases = reference_videos(paths, load_prompts("eval", 1), (0,))
-    for name, model in (("no-fallback", everything), ("scales-x8", times8)):
-        graph = save_model(model, tmp_path / f"{name}.onnx")
-        verdict = judge(paths, name, graph, "int8-qdq", evals, reference, cases, limits)
-        assert not verdict.passed, (name, verdict.denoiser)
-        assert any("denoiser" in f for f in verdict.failures)
+    broken = judge(paths, "scales-x8", save_model(times8, tmp_path / "x8.onnx"), "int8-qdq", evals, reference, cases, limits)
+    assert not broken.passed and any("denoiser" in f for f in broken.failures), broken.denoiser
+    graph = save_model(everything, tmp_path / "no-fallback.onnx")
+    unscheduled = judge(paths, "no-fallback", graph, "int8-qdq", evals, reference, cases, replace(limits, max_float_step_share=0.0))
+    assert not unscheduled.passed and unscheduled.float_steps == unscheduled.steps, unscheduled.failures
+    scheduled = judge(paths, "no-fallback", graph, "int8-qdq", evals, reference, cases, limits)
+    calibrated_steps = next(v["float_steps"] for v in report["variants"] if v["variant"] == "int8-qdq")
+    assert scheduled.float_steps >= calibrated_steps
 
 
 def test_calibration_is_deterministic(calibrated) -> None:  # type: ignore[no-untyped-def]

@@ -71,7 +71,6 @@ def test_kill_mid_stage_then_resume(tiny_paths: ArtifactPaths, tmp_path: Path, s
         load_manifest(paths.engines_dir("cpu"))  # every hash verifies
 
 
-@pytest.mark.slow
 def test_kill_mid_export_then_resume(tiny_paths: ArtifactPaths, tmp_path: Path) -> None:
     """Export killed while torch writes a graph: the rerun removes onnx/.<graph>.<pid>.*.tmp and exports the same graphs."""
     onnx_dir = tmp_path / "tiny" / "onnx"

@@ -120,7 +120,7 @@ def _perturb_unet(model_dir: Path) -> None:
     save_file(tensors, str(weights), metadata={"format": "pt"})
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # three exports of the tiny model: about 45 s on 2 cores
 def test_changed_model_without_calibrate_never_ships_the_old_int8(model_copy: Path, tmp_path: Path) -> None:
     """The issue's sequence: quantized once, weights changed, export + surgery + engines (calibrate skipped).
 

@@ -23,44 +23,67 @@ def test_backend_module_imports_without_tensorrt_or_cuda() -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a new process would: no process logger yet."""
+    monkeypatch.setattr(backend, "_PROCESS", {})
+
+
 def test_missing_tensorrt_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither tensorrt nor tensorrt_lean: the install command."""
+    """Neither tensorrt nor tensorrt_lean: the install command with each extra's driver."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "tensorrt_lean", None)
-    with pytest.raises(T2VError, match=r"need TensorRT, which is not installed: pip install -e '\.\[gpu\]'"):
-        backend.import_tensorrt(version_compatible=False)
+    with pytest.raises(T2VError, match=r"need TensorRT, which is not installed: pip install -e '\.\[gpu\]' \(CUDA 12, driver r535\+\)"):
+        backend.import_tensorrt()
 
 
-def test_lean_runtime_is_preferred_for_version_compatible_engines(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Version-compatible engines load with tensorrt_lean when it is installed, others with tensorrt."""
+def test_one_tensorrt_module_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full tensorrt first; whichever module is loaded already is kept, so the other is never imported beside it."""
     lean, full = types.ModuleType("tensorrt_lean"), types.ModuleType("tensorrt")
     monkeypatch.setitem(sys.modules, "tensorrt_lean", lean)
     monkeypatch.setitem(sys.modules, "tensorrt", full)
-    assert backend.import_tensorrt(version_compatible=True) is lean
-    assert backend.import_tensorrt(version_compatible=False) is full
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert backend.import_tensorrt(version_compatible=False) is lean
+    assert backend.import_tensorrt() is full
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    imported = []
+    monkeypatch.setattr(backend.importlib, "import_module", lambda name: imported.append(name) or full)
+    assert backend.import_tensorrt() is lean and imported == []  # tensorrt_lean is loaded: tensorrt is not tried
+    monkeypatch.delitem(sys.modules, "tensorrt_lean")
+    assert backend.import_tensorrt() is full and imported == ["tensorrt"]
+
+
+def _module(name: str, version: str) -> types.SimpleNamespace:
+    """A TensorRT module as check_version sees it: its import name and version."""
+    return types.SimpleNamespace(__name__=name, __version__=version)
 
 
 @pytest.mark.parametrize(
-    ("installed", "built", "compatible", "ok"),
+    ("module", "installed", "built", "compatible", "ok"),
     [
-        ("10.13.3.9", "10.13.3.9", False, True),
-        ("10.13.3.1", "10.13.3.9", False, True),  # build number only
-        ("10.14.1.48", "10.13.3.9", False, False),
-        ("10.14.1.48", "10.13.3.9", True, True),  # version-compatible: a later 10.x runs it
-        ("10.12.0.36", "10.13.3.9", True, False),  # never an older runtime
-        ("11.0.0.1", "10.13.3.9", True, False),  # not across a major version
+        ("tensorrt", "10.13.3.9", "10.13.3.9", False, True),
+        ("tensorrt", "10.13.3.1", "10.13.3.9", False, True),  # build number only
+        ("tensorrt", "10.14.1.48", "10.13.3.9", False, False),
+        ("tensorrt", "10.14.1.48", "10.13.3.9", True, True),  # embedded lean runtime: a later TensorRT loads it
+        ("tensorrt", "11.1.0.106", "10.13.3.9", True, True),  # ... across a major too (TensorRT's guide: 10 -> 11)
+        ("tensorrt", "10.12.0.36", "10.13.3.9", True, False),  # never an older runtime
+        ("tensorrt_lean", "10.13.3.9", "10.13.3.9", True, True),  # the lean runtime of the build's version
+        ("tensorrt_lean", "10.14.1.48", "10.13.3.9", True, False),  # a lean runtime runs only its own version
     ],
 )
-def test_engine_tensorrt_version_check(installed: str, built: str, compatible: bool, ok: bool) -> None:
-    """The engine's TensorRT version against the installed one, per the manifest's version_compatible."""
+def test_engine_tensorrt_version_check(module: str, installed: str, built: str, compatible: bool, ok: bool) -> None:
+    """The engine's TensorRT version against the loaded module, per the manifest's version_compatible."""
     variant = {"tensorrt_version": built}
     if ok:
-        backend.check_version(installed, variant, compatible, "denoiser.plan")
+        backend.check_version(_module(module, installed), variant, compatible, "denoiser.plan")
     else:
-        with pytest.raises(T2VError, match=rf"denoiser\.plan was built with TensorRT {built} but {installed} is installed"):
-            backend.check_version(installed, variant, compatible, "denoiser.plan")
+        with pytest.raises(T2VError, match=rf"denoiser\.plan was built with TensorRT {built} but {module} {installed} is installed"):
+            backend.check_version(_module(module, installed), variant, compatible, "denoiser.plan")
+
+
+def test_lean_runtime_refuses_a_plain_engine_in_one_line() -> None:
+    """tensorrt_lean cannot deserialize an engine that is not version-compatible: refused before TensorRT tries."""
+    with pytest.raises(T2VError, match=r"^e\.plan is not version-compatible, so tensorrt_lean 10\.13\.3\.9 cannot run it: "
+                                        r"install tensorrt 10\.13\.3\.9 .*--version-compatible`$"):
+        backend.check_version(_module("tensorrt_lean", "10.13.3.9"), {"tensorrt_version": "10.13.3.9"}, False, "e.plan")
 
 
 def test_engine_device_check() -> None:
@@ -156,20 +179,23 @@ def fake_trt(cuda: FakeCuda, deserializes: bool = True) -> types.SimpleNamespace
         def create_execution_context(self) -> Context:
             return Context()
 
+    class Logger:
+        WARNING = 2
+        made = 0
+
+        def __init__(self, min_severity: int) -> None:
+            self.min_severity = min_severity
+            Logger.made += 1
+
     class Runtime:
-        def __init__(self, logger: object) -> None:
-            self.engine_host_code_allowed = False
+        def __init__(self, logger: Logger) -> None:
+            self.logger, self.engine_host_code_allowed = logger, False
 
         def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
             return Engine() if deserializes else None
 
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level: int) -> None:
-            self.level = level
-
-    return types.SimpleNamespace(__version__="10.13.3.9", Logger=Logger, Runtime=Runtime, TensorIOMode=io_mode)
+    return types.SimpleNamespace(__name__="tensorrt", __version__="10.13.3.9", Logger=Logger, Runtime=Runtime,
+                                 TensorIOMode=io_mode)
 
 
 def test_session_runs_grows_buffers_and_frees_everything() -> None:
@@ -203,16 +229,93 @@ def test_engine_that_does_not_deserialize_is_one_line() -> None:
         backend.TrtSession(b"plan", fake_trt(cuda, deserializes=False), cuda, "e.plan")
 
 
+def test_one_logger_for_every_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions share one trt.Logger made once; when polygraphy made its logger first, that one is used."""
+    cuda = FakeCuda()
+    trt = fake_trt(cuda)
+    first, second = (backend.TrtSession(b"plan", trt, cuda, f"{i}.plan") for i in range(2))
+    assert trt.Logger.made == 1 and first.runtime.logger is second.runtime.logger
+    assert first.runtime.logger.min_severity == trt.Logger.WARNING
+    monkeypatch.setattr(backend, "_PROCESS", {})
+    polygraphy_logger = object()
+    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt.util", types.SimpleNamespace(TRT_LOGGER=polygraphy_logger))
+    assert backend.TrtSession(b"plan", trt, cuda, "e.plan").runtime.logger is polygraphy_logger
+    assert trt.Logger.made == 1
+
+
+def test_version_compatible_engines_may_run_their_embedded_runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A version-compatible manifest opens with engine_host_code_allowed (its plans carry their lean runtime); others without."""
+    cuda = FakeCuda()
+    trt = fake_trt(cuda)
+    trt.__version__ = "10.14.1.48"  # later than the build: allowed only because the engine is version-compatible
+    monkeypatch.setattr(backend, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(backend, "cuda_api", lambda: cuda)
+    (tmp_path / "e.plan").write_bytes(b"plan")
+    variant = {"tensorrt_version": "10.13.3.9", "compute_capability": "8.6"}
+    target = {"version_compatible": True, "hardware_compatibility": "none"}
+    session = backend.open_session(tmp_path / "e.plan", {}, variant, types.SimpleNamespace(data={"target": target}))
+    assert session.runtime.engine_host_code_allowed is True
+    session.close()
+    trt.__version__ = "10.13.3.9"
+    target["version_compatible"] = False
+    session = backend.open_session(tmp_path / "e.plan", {}, variant, types.SimpleNamespace(data={"target": target}))
+    assert session.runtime.engine_host_code_allowed is False
+
+
+def test_polygraphy_fallback_without_libcudart_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cuda-python and polygraphy's ctypes.CDLL('libcudart.so') raising OSError: one T2VError, not a traceback."""
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+    def no_libcudart() -> None:
+        raise OSError("libcudart.so: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(backend.PolygraphyCuda, "__init__", lambda self: no_libcudart())
+    with pytest.raises(T2VError, match=r"polygraphy's fallback could not load libcudart\.so \(libcudart\.so: cannot open .*\): "
+                                        r"pip install -e '\.\[gpu\]'"):
+        backend.cuda_api()
+
+
+class FakeStream:
+    """cuda-bindings' cudaStream_t: int() works but is deprecated; get_cuda_native_handle is the way."""
+
+    def __int__(self) -> int:
+        raise AssertionError("int(cudaStream_t) is deprecated in cuda-bindings 13")
+
+
+def test_stream_handle_goes_through_get_cuda_native_handle() -> None:
+    """cudaStreamCreate's (err, cudaStream_t) becomes the int TensorRT's execute_async_v3 takes, without int(stream)."""
+    success = 0
+    rt = types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=success),
+                               cudaStreamCreate=lambda: (success, FakeStream()))
+    handles = {}
+    cuda = backend.CudaRuntime(rt, lambda obj: handles.setdefault("stream", 0x7F00))
+    assert cuda.create_stream() == 0x7F00 and isinstance(handles["stream"], int)
+
+
+def test_engine_dtypes_include_bf16_and_fp8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BF16 and FP8 tensors map through ml_dtypes; without it, or for a type numpy cannot hold, one line."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is in the build and gpu extras")
+    assert backend.numpy_dtype("BF16", "t") == np.dtype(ml_dtypes.bfloat16)
+    assert backend.numpy_dtype("FP8", "t") == np.dtype(ml_dtypes.float8_e4m3fn)
+    assert backend.numpy_dtype("HALF", "t") == np.float16
+    with pytest.raises(T2VError, match="e.plan: tensor 'x' has TensorRT type INT4, which numpy cannot hold"):
+        backend.numpy_dtype("INT4", "e.plan: tensor 'x'")
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(T2VError, match="is BF16, which numpy holds only through ml_dtypes: pip install ml_dtypes"):
+        backend.numpy_dtype("BF16", "e.plan: tensor 'x'")
+
+
 def test_open_session_checks_before_deserializing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A manifest engine from another TensorRT version is refused before any engine bytes are read."""
     cuda = FakeCuda()
     trt = fake_trt(cuda)
     trt.__version__ = "10.14.1.48"
-    monkeypatch.setattr(backend, "import_tensorrt", lambda version_compatible: trt)
+    monkeypatch.setattr(backend, "import_tensorrt", lambda: trt)
     monkeypatch.setattr(backend, "cuda_api", lambda: cuda)
     manifest = types.SimpleNamespace(data={"target": {"version_compatible": False, "hardware_compatibility": "none"}})
     variant = {"tensorrt_version": "10.13.3.9", "compute_capability": "8.6"}
-    with pytest.raises(T2VError, match="built with TensorRT 10.13.3.9 but 10.14.1.48 is installed"):
+    with pytest.raises(T2VError, match="built with TensorRT 10.13.3.9 but tensorrt 10.14.1.48 is installed"):
         backend.open_session(tmp_path / "missing.plan", {}, variant, manifest)
     trt.__version__ = "10.13.3.9"
     (tmp_path / "e.plan").write_bytes(b"plan")
@@ -227,7 +330,6 @@ def test_open_session_checks_before_deserializing(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.gpu
 def test_pipeline_on_tensorrt_engines_matches_cpu_target(tiny_paths: object, tiny_engines: Path, tmp_path: Path) -> None:
     """The same prompt and seed through TensorRT engines and the cpu target: close frames; --low-vram identical."""
-    pytest.importorskip("tensorrt", reason="needs TensorRT: pip install -e '.[gpu]'")
     import shutil
 
     from t2vtrt.build.artifacts import ArtifactPaths

@@ -56,7 +56,7 @@ def test_no_gpu_writes_plan_and_onnx_then_exits_with_one_line(paths: ArtifactPat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("error: TensorRT engines for rtx3060 must be built on an sm86 GPU")
-    assert f"t2vtrt engines --model tiny --artifacts {root} --gpu rtx3060" in err and "pip install -e '.[gpu]'" in err
+    assert f"t2vtrt engines --model tiny --artifacts {root} --gpu rtx3060" in err and "pip install -e '.[build,gpu]'" in err
     target = paths.engines_dir("rtx3060")
     plan = json.loads((target / "plan.json").read_text())
     assert plan["target"] == "rtx3060" and plan["gpu"]["compute_capability"] == "8.6"
@@ -108,7 +108,7 @@ def test_gpu_of_another_capability_is_refused(paths: ArtifactPaths, monkeypatch:
     with pytest.raises(T2VError, match=r"GPU is NVIDIA GeForce RTX 4090 \(sm89\) but profile rtx3060 is sm86: build with --gpu rtx4090, "
                                         r"or pass --hardware-compat ampere_plus"):
         trtmod.build_gpu_target(paths, "rtx3060", quiet=True)
-    with pytest.raises(T2VError, match=r"TensorRT is not installed.*pip install -e '\.\[gpu\]'"):
+    with pytest.raises(T2VError, match=r"TensorRT is not installed.*pip install -e '\.\[build,gpu\]'"):
         trtmod.build_gpu_target(paths, "rtx3060", quiet=True, hardware_compat="ampere_plus")
 
 
@@ -149,9 +149,38 @@ def test_polygraphy_loaders_get_the_plan_settings(paths: ArtifactPaths, tmp_path
     assert [list(sample.min), list(sample.opt), list(sample.max)] == component.shapes["sample"]
     assert config.timing_cache_path == loader.timing_cache_path == str(tmp_path / "t.cache")
     assert config.builder_optimization_level == 3 and config.hardware_compatibility_level == 1
-    assert config.version_compatible and config.exclude_lean_runtime
+    # Version-compatible with the lean runtime embedded (TensorRT's default): a later TensorRT loads it unaided.
+    assert config.version_compatible and not config.exclude_lean_runtime and plan.builder["exclude_lean_runtime"] is False
     assert config.memory_pool_limits == {"ws": 3072 << 20}
     assert not (config.fp16 or config.int8 or config.bf16 or config.fp8 or config.tf32)
+
+
+def test_build_import_refuses_a_lean_process_and_missing_polygraphy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never a second libnvinfer beside tensorrt_lean; tensorrt without polygraphy names the build extra."""
+    monkeypatch.setitem(sys.modules, "tensorrt_lean", types.ModuleType("tensorrt_lean"))
+    with pytest.raises(T2VError, match="already runs engines with tensorrt_lean, which cannot build: build the engines in a separate process"):
+        trtmod.import_tensorrt()
+    monkeypatch.delitem(sys.modules, "tensorrt_lean")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", None)
+    with pytest.raises(T2VError, match=r"^polygraphy is not installed, so engines cannot be built here: pip install -e '\.\[build,gpu\]'"):
+        trtmod.import_tensorrt()
+
+
+def test_builder_shares_the_runtime_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """polygraphy's loaders get the process logger a runtime session made first; otherwise polygraphy makes its own."""
+    from polygraphy.backend.trt import util
+
+    from t2vtrt.runtime.backends import tensorrt as backend
+
+    monkeypatch.setattr(util, "TRT_LOGGER", None)
+    monkeypatch.setattr(backend, "_PROCESS", {})
+    trtmod.share_logger(fake_trt())
+    assert util.TRT_LOGGER is None
+    made = object()
+    monkeypatch.setattr(backend, "_PROCESS", {"logger": made})
+    trtmod.share_logger(fake_trt())
+    assert util.TRT_LOGGER is made
 
 
 def test_build_flow_writes_engines_plan_and_a_valid_manifest(paths: ArtifactPaths, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +202,8 @@ def test_build_flow_writes_engines_plan_and_a_valid_manifest(paths: ArtifactPath
                               "hardware_compatibility": "none", "version_compatible": True}
     variant = data["components"]["denoiser"]["variants"]["fp32"]
     assert variant["file"] == "denoiser.fp32.trt10.13.3.sm86.plan" and variant["backend"] == "tensorrt"
-    assert variant["compute_capability"] == "8.6" and "tensorrt_lean" in variant["note"]
+    assert variant["compute_capability"] == "8.6"
+    assert variant["note"] == "version-compatible, lean runtime embedded: runs on tensorrt 10.13.3.9 or later, or tensorrt_lean 10.13.3.9 exactly"
     assert (manifest_path.parent / "plan.json").is_file() and (manifest_path.parent / "tokenizer.json").is_file()
     assert {c[2] for c in calls} == {"rtx3060.trt10.13.3.cache"} and len(calls) == 3
     for key in ("frames", "height", "width"):
@@ -181,11 +211,19 @@ def test_build_flow_writes_engines_plan_and_a_valid_manifest(paths: ArtifactPath
         assert lo <= data["defaults"][key] <= hi
 
 
-def test_manifest_with_narrowed_ranges_and_int8(paths: ArtifactPaths, tmp_path: Path) -> None:
-    """rtx4060 narrows batch/frames: the manifest's ranges, axes and defaults follow; int8 is the default precision."""
-    shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "int8"))
-    plan = make_plan(paths, load_profile("rtx4060"), tensorrt_version="10.13.3.9")
-    target = tmp_path / "target"
+def _gate_vouching(paths: ArtifactPaths, schedule: dict | None) -> None:
+    """A calib/gate.json that passed denoiser.int8.onnx as it is on disk, with this step schedule."""
+    from t2vtrt.runtime.files import sha256_file
+
+    graph = paths.onnx("denoiser", "int8")
+    paths.calib_dir.mkdir(parents=True, exist_ok=True)
+    (paths.calib_dir / "gate.json").write_text(json.dumps({
+        "gated": True, "passed": True, "graphs": {graph.name: sha256_file(graph)},
+        "variants": [{"variant": "int8-qdq", "passed": True, "schedule": schedule, "float_steps": 2, "steps": 10}]}))
+
+
+def _fake_build(plan, target: Path) -> dict:  # type: ignore[no-untyped-def]
+    """Placeholder engine files for every planned variant: component -> precision -> file."""
     target.mkdir()
     built = {}
     for name, component in plan.components.items():
@@ -193,12 +231,39 @@ def test_manifest_with_narrowed_ranges_and_int8(paths: ArtifactPaths, tmp_path: 
         for precision, variant in component.variants.items():
             (target / variant.engine).write_bytes(b"x")
             built[name][precision] = variant.engine
+    return built
+
+
+def test_manifest_with_narrowed_ranges_and_int8(paths: ArtifactPaths, tmp_path: Path) -> None:
+    """rtx4060 narrows batch/frames: the manifest's ranges, axes and defaults follow; int8 is the default precision."""
+    shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "int8"))
+    _gate_vouching(paths, None)
+    plan = make_plan(paths, load_profile("rtx4060"), tensorrt_version="10.13.3.9")
+    target = tmp_path / "target"
+    built = _fake_build(plan, target)
     trtmod.write_gpu_manifest(paths, plan, target, built, {"name": "RTX 4060", "compute_capability": "8.9", "vram_gb": 8}, "10.13.3.9")
     data = load_manifest(target).data
     assert data["ranges"]["batch"] == [1, 1, 1] and data["ranges"]["frames"] == [8, 16, 16]
     assert data["components"]["denoiser"]["axes"]["batch"] == [1, 2, 2]
     assert data["defaults"]["precision"] == "int8" and data["defaults"]["frames"] == 8
     assert set(data["components"]["denoiser"]["variants"]) == {"int8"}
+
+
+def test_int8_engine_ships_the_gates_step_schedule(paths: ArtifactPaths, tmp_path: Path) -> None:
+    """The INT8 denoiser engine carries the gate's schedule with the FP16 engine as fallback; without one, refused."""
+    shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "int8"))
+    _gate_vouching(paths, {"fallback": "fp32", "above": 500.0, "below": None})
+    plan = make_plan(paths, load_profile("rtx4060"), tensorrt_version="10.13.3.9")
+    gpu = {"name": "RTX 4060", "compute_capability": "8.9", "vram_gb": 8}
+    with pytest.raises(T2VError, match="none was built for this target"):
+        trtmod.write_gpu_manifest(paths, plan, tmp_path / "a", _fake_build(plan, tmp_path / "a"), gpu, "10.13.3.9")
+    shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "fp16"))
+    plan = make_plan(paths, load_profile("rtx4060"), tensorrt_version="10.13.3.9")
+    built = _fake_build(plan, tmp_path / "b")
+    assert set(built["denoiser"]) == {"int8", "fp16"}
+    trtmod.write_gpu_manifest(paths, plan, tmp_path / "b", built, gpu, "10.13.3.9")
+    schedule = load_manifest(tmp_path / "b").data["components"]["denoiser"]["variants"]["int8"]["schedule"]
+    assert schedule["fallback"] == "fp16" and schedule["above"] == 500.0
 
 
 def test_rebuild_command_is_exact(tmp_path: Path) -> None:
@@ -215,7 +280,6 @@ def test_rebuild_command_is_exact(tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_tiny_engines_match_onnxruntime(tiny_paths: ArtifactPaths, tmp_path: Path) -> None:
     """Build the tiny model's engines for this GPU; each engine's outputs match the FP32 ONNX on ONNX Runtime."""
-    pytest.importorskip("tensorrt", reason="needs TensorRT: pip install -e '.[gpu]'")
     import onnxruntime as ort
 
     from t2vtrt.build.gpus.check import compare_metrics, load_tolerances, sample_feeds

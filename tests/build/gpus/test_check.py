@@ -34,12 +34,123 @@ def test_gpus_resolve(no_gpu: None) -> None:
     assert runner.invoke(cli, ["gpus", "--resolve", "h100"]).output.strip() == "h100"
 
 
-def test_gpu_check_without_gpu_fails_at_the_first_step(no_gpu: None, tmp_path: Path) -> None:
-    """Exit 1 with one FAIL line naming the missing GPU; nothing is built."""
+def test_gpu_check_without_the_gpu_extra_fails_at_install(no_gpu: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 1: the table's first row is install FAIL with the extra to install; nothing is built."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
     result = CliRunner().invoke(cli, ["gpu-check", "--artifacts", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.output.strip() == "FAIL  detect GPU: T2VError: no NVIDIA GPU found (NVML and nvidia-smi see none): gpu-check needs one"
+    lines = result.output.strip().splitlines()
+    assert lines[0].split() == ["step", "result", "seconds", "detail"] and len(lines) == 3
+    assert lines[1].startswith("install") and " FAIL " in lines[1]
+    assert "T2VError: TensorRT is not installed, so engines cannot be built here: pip install -e '.[build,gpu]'" in lines[1]
+    assert lines[2].startswith("gpu-check: FAIL at step 'install'")
     assert list(tmp_path.iterdir()) == []
+
+
+def _stub_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail_at: str | None, int8_built: bool = True) -> list[str]:
+    """run_gpu_check with every step stubbed (real order, rows and timing); the printed lines."""
+    import json
+
+    engines = tmp_path / "engines"
+    engines.mkdir(exist_ok=True)
+    built = {"text_encoder": ["fp16"], "denoiser": ["fp16", "int8"] if int8_built else ["fp16"]}
+    for name, precisions in built.items():
+        for p in precisions:
+            (engines / f"{name}.{p}.plan").write_bytes(b"x" * (3 << 20))
+    components = {n: {"variants": {p: {"file": f"{n}.{p}.plan"} for p in ps}} for n, ps in built.items()}
+    monkeypatch.setattr("t2vtrt.runtime.manifest.load_manifest", lambda d: type("M", (), {"data": {"components": components}})())
+
+    def step(name: str, detail: str):  # noqa: ANN202
+        def run(state: check.CheckState) -> str:
+            if name == fail_at:
+                raise check.T2VError(f"{name} broke")
+            if name == "build engines":
+                state.engines = engines
+            state.profile = "rtx3060"
+            return detail
+        return run
+
+    monkeypatch.setattr(check, "STEPS", [(n, step(n, f"{n} ok")) for n, _ in check.STEPS])
+    monkeypatch.setattr(check, "compare_engine", lambda state, name, precision, component: (
+        step(f"compare {name} {precision}", "rel_l2 0.01")(state)))
+    monkeypatch.setattr(check, "step_generate", step("generate", "video.mp4 (1, 8, 64, 64, 3)"))
+    lines: list[str] = []
+    assert check.run_gpu_check(tmp_path, echo=lines.append) is (fail_at is None and int8_built)
+    assert json.dumps(lines)  # plain text rows
+    return lines
+
+
+def test_gpu_check_table_has_every_step_engine_and_comparison(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One table: install, detect, export, INT8, build, a row per engine with precision and size, a compare per engine, generate."""
+    lines = _stub_run(monkeypatch, tmp_path, None)
+    steps = [line[:34].strip() for line in lines[1:-1]]
+    assert steps == ["install", "detect", "export + surgery", "calibrate + quantize (INT8 Q/DQ)", "build engines",
+                     "build text_encoder fp16", "build denoiser fp16", "build denoiser int8",
+                     "compare text_encoder fp16", "compare denoiser fp16", "compare denoiser int8", "generate"]
+    assert all(" PASS " in line for line in lines[1:-1])
+    assert "denoiser.int8.plan 3.0 MiB" in lines[8]
+    assert lines[-1].startswith("gpu-check: PASS (12 steps")
+
+
+@pytest.mark.parametrize("fail_at", ["detect", "build engines", "compare denoiser int8"])
+def test_gpu_check_stops_at_the_first_failure_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail_at: str) -> None:
+    """The failing step is the last row, FAIL with its one line; nothing after it runs; the summary names it."""
+    lines = _stub_run(monkeypatch, tmp_path, fail_at)
+    assert lines[-2].startswith(fail_at) and " FAIL " in lines[-2] and f"T2VError: {fail_at} broke" in lines[-2]
+    assert lines[-1].startswith(f"gpu-check: FAIL at step '{fail_at}'")
+    assert not any(line.startswith("generate") for line in lines)
+
+
+def test_gpu_check_fails_when_the_int8_denoiser_was_not_built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A profile that runs INT8 must get the INT8 Q/DQ+FP16 denoiser engine built (and then compared)."""
+    lines = _stub_run(monkeypatch, tmp_path, None, int8_built=False)
+    assert lines[-2].startswith("build denoiser int8") and "no INT8 Q/DQ+FP16 denoiser engine was built" in lines[-2]
+    assert lines[-1].startswith("gpu-check: FAIL at step 'build denoiser int8'")
+
+
+@pytest.mark.parametrize(
+    ("trt_cuda", "cuda_python", "ok"),
+    [(12, 12, True), (13, 13, True), (None, 12, True), (12, None, True), (12, 13, False), (13, 12, False)],
+)
+def test_tensorrt_and_cuda_python_share_a_cuda_major(trt_cuda: int | None, cuda_python: int | None, ok: bool) -> None:
+    """A CUDA 12 TensorRT with cuda-python 13 (pip's pick when unbounded) is refused with both extras and their drivers."""
+    if ok:
+        check.check_cuda_pairing(trt_cuda, cuda_python)
+    else:
+        with pytest.raises(check.T2VError, match=rf"built for CUDA {trt_cuda} but cuda-python {cuda_python}\.x .*"
+                                                 r"'\.\[build,gpu\]' \(CUDA 12, driver r535\+\) or '\.\[build,gpu-cu13\]' \(CUDA 13, driver r580\+\)"):
+            check.check_cuda_pairing(trt_cuda, cuda_python)
+
+
+def test_gpu_tests_fail_on_a_gpu_machine_without_the_extra() -> None:
+    """gpu-marked tests: skip without a GPU; fail (never skip) with a GPU but no gpu extra; run with both."""
+    assert check.gpu_test_gate(False, ["tensorrt"])[0] == "skip"
+    verdict, reason = check.gpu_test_gate(True, ["tensorrt", "cuda-python"])
+    assert verdict == "fail" and "has an NVIDIA GPU but not the gpu extra (tensorrt, cuda-python missing)" in reason
+    assert check.gpu_test_gate(True, []) is None
+    assert set(check.missing_gpu_extra()) <= {"tensorrt", "cuda-python", "nvidia-ml-py"}
+
+
+def test_pyproject_pairs_tensorrt_and_cuda_python_majors() -> None:
+    """Each GPU extra names a CUDA-versioned TensorRT wheel and the cuda-python major of that CUDA."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra, major in (("gpu", 12), ("gpu-cu13", 13)):
+        assert any(r.startswith(f"tensorrt-cu{major}") for r in extras[extra]), extra
+        assert f"cuda-python>={major},<{major + 1}" in extras[extra], extra
+        assert not any(r.split(">")[0].split("=")[0] == "tensorrt" for r in extras[extra]), "the tensorrt metapackage picks CUDA 13"
+
+
+@pytest.mark.gpu
+def test_gpu_check_passes_on_this_gpu(tmp_path: Path) -> None:
+    """The whole gpu-check (INT8 denoiser included) on the real GPU: every row PASS."""
+    lines: list[str] = []
+    assert check.run_gpu_check(tmp_path, echo=lines.append), "\n".join(lines)
+    assert any(line.startswith("compare denoiser int8") for line in lines)
 
 
 def test_tolerances_cover_every_precision() -> None:

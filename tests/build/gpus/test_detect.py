@@ -88,6 +88,27 @@ def test_cuda_visible_devices_picks_the_device(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize(
+    ("visible", "indices"),
+    [
+        ("", []),  # set but empty: CUDA sees no GPU, so neither do we
+        (" ", []),
+        ("1,0", [1, 0]),
+        ("0,7,1", [0]),  # CUDA stops at the first index that names no device
+        ("-1", []),
+        ("GPU-5c1a2b3c-0000-0000-0000-000000000000", [0, 1]),  # UUIDs: left to CUDA
+        ("foo", []),
+    ],
+)
+def test_cuda_visible_devices_as_cuda_reads_it(monkeypatch: pytest.MonkeyPatch, visible: str, indices: list[int]) -> None:
+    """CUDA_VISIBLE_DEVICES values as the CUDA runtime reads them."""
+    gpus = [GpuInfo(0, "NVIDIA T4", "7.5", 15.0), GpuInfo(1, "NVIDIA L4", "8.9", 22.5)]
+    monkeypatch.setattr(detect, "_from_nvml", lambda: gpus)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert [g.index for g in detect.detect_gpus()] == indices
+    assert detect.detect_gpu() == (gpus[indices[0]] if indices else None)
+
+
+@pytest.mark.parametrize(
     ("name", "cc", "vram", "profile"),
     [
         ("NVIDIA GeForce RTX 3060", "8.6", 11.76, "rtx3060"),
