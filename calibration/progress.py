@@ -1,16 +1,23 @@
-"""One rich progress bar per calibration phase; --quiet turns them off."""
+"""Calibration progress: a rich bar per phase in a terminal; plain lines at a steady pace in logs (CI, make | tee)."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+import sys
+from typing import Callable, Iterator, TextIO
+
+from t2vtrt.runtime.progress import plain_lines
 
 Event = Callable[[str, int, int], None]
 
 
 @contextlib.contextmanager
-def phase_bars(quiet: bool = False) -> Iterator[Event | None]:
-    """Yield on_event(phase, done, total) that drives a bar per phase; None when quiet."""
+def phase_bars(quiet: bool = False, stream: TextIO | None = None) -> Iterator[Event | None]:
+    """Yield on_event(phase, done, total): bars on a terminal (none when quiet), plain timed lines otherwise."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield plain_lines(stream)
+        return
     if quiet:
         yield None
         return
