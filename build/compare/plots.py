@@ -62,7 +62,8 @@ def frame_grid(reference: np.ndarray, test: np.ndarray, label: str, path: Path, 
 def psnr_plot(series: dict[str, list[float]], path: Path) -> Path:
     """Per-frame PSNR, one line per precision and case (clipped at PLOT_CEILING_DB)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.5), layout="constrained")
+    # Tall enough for the legend beside the axes (18 held-out cases x 2 precisions is 36 entries).
+    fig, ax = plt.subplots(figsize=(8, max(3.5, 0.2 * len(series))), layout="constrained")
     for name, values in series.items():
         ax.plot(range(len(values)), np.minimum(values, PLOT_CEILING_DB), marker="o", markersize=3, label=name)
     ax.set_xlabel("frame")

@@ -47,10 +47,11 @@ def test_calibrated_scales_differ_from_max(calibrated) -> None:  # type: ignore[
     ranges, meta = load_ranges(CalibPaths(paths).ranges)
     assert meta["method"] == "mse" and meta["entropy_differs_from_max"] > 0.6 * len(ranges)
     _, cached = read_cache(CalibPaths(paths).cache)
-    chosen, maximum = scales(ranges, "mse"), scales(ranges, "max")
+    maximum = scales(ranges, "max")
     differ = sum(not np.isclose(cached[t], maximum[t], rtol=1e-4) for t in cached)
     assert differ > 0.6 * len(cached)
-    assert all(np.isclose(cached[t], chosen[t], rtol=1e-6) for t in cached)
+    recorded = json.loads(CalibPaths(paths).ranges.read_text())["tensors"]
+    assert all(np.isclose(cached[t], recorded[t]["mse_amax"] / 127.0, rtol=1e-6) for t in cached)
 
 
 def test_trt_graph_structure(calibrated) -> None:  # type: ignore[no-untyped-def]
@@ -246,10 +247,13 @@ def test_cpu_target_runs_int8(calibrated, tmp_path: Path) -> None:  # type: igno
         assert (shipped is None) == (chosen is None)
         if chosen:
             assert shipped["fallback"] == "fp32" and shipped["above"] == chosen["above"]
-    videos = {p: Pipeline.from_dir(paths.engines_dir("cpu"), precision=p)("a red balloon", steps=3, seed=1)
-              for p in ("fp32", "int8", "int8-qdq")}
-    assert videos["int8"].shape == videos["fp32"].shape
-    assert min(psnr_per_frame(videos["int8"], videos["fp32"])) > 20
+    # The gate's own held-out case through the shipped engines (target passes, manifest schedule): the budget holds.
+    prompt = load_prompts("eval", 1)[0]
+    videos = {p: Pipeline.from_dir(paths.engines_dir("cpu"), precision=p)(prompt, seed=0) for p in ("fp32", "int8", "int8-qdq")}
+    limits = load_thresholds("tiny")
+    for precision in ("int8", "int8-qdq"):
+        assert videos[precision].shape == videos["fp32"].shape
+        assert min(psnr_per_frame(videos[precision], videos["fp32"])) >= limits.video_psnr_min_db, precision
 
 
 def test_gated_schedule_vouches_only_for_the_gated_file(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
