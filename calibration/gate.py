@@ -39,7 +39,7 @@ class Thresholds:
                        denoiser_cosine_min=1.0 - (1.0 - self.denoiser_cosine_min) * self.plan_margin, plan_margin=1.0)
 
     def with_video_margin(self) -> "Thresholds":
-        """The video limits tightened by video_margin_db (PSNR) and the same share of SSIM's headroom."""
+        """The worst-frame PSNR limit raised by video_margin_db (the schedule search aims there; the gate checks the plain limits)."""
         return replace(self, video_psnr_min_db=self.video_psnr_min_db + self.video_margin_db, video_margin_db=0.0)
 
 
