@@ -11,7 +11,7 @@ VENV ?= .venv
 ARTIFACTS ?= artifacts
 PROMPT ?= a red circle moving left on a dark background
 PYTEST_ARGS ?=
-# INT8=1: calibrate + quantize the denoiser before building engines (DESIGN.md section 3); INT8=0 skips both.
+# INT8=1: calibrate + quantize the denoiser before building engines (docs/architecture.md#precision); INT8=0 skips both.
 INT8 ?= 1
 # PLAN=path/to/precision_plan.json: a hand-edited FP16 fallback plan instead of the sensitivity sweep.
 PLAN ?=
@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 	touch $@
 setup: $(STAMP)
 
-# --- stages (DESIGN.md section 2)
+# --- stages (docs/architecture.md#stages)
 EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py build/families/*.py)
 # Passes only the engines stage applies (registry.TARGET_PIPELINES): editing one rebuilds the target's files,
 # not the shared graphs and the calibration behind them (tests/test_makefile.py keeps this list honest).

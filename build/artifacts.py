@@ -1,4 +1,4 @@
-"""The artifact layout under artifacts/<model>/ (DESIGN.md section 2), in one place."""
+"""The artifact layout under artifacts/<model>/ (docs/architecture.md#the-picture), in one place."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The calibrate and quantize stages (DESIGN.md sections 2-3) over one model's artifacts.
+"""The calibrate and quantize stages (docs/architecture.md#stages, #precision) over one model's artifacts.
 
 calibrate: capture denoiser inputs (calibration + held-out prompts) -> ModelOpt's Q/DQ placement with
-    every quantizable node -> per-tensor ranges (entropy) -> TensorRT calibration cache -> per-group
+    every quantizable node -> per-tensor ranges (MSE by default; entropy or max) -> TensorRT calibration cache -> per-group
     sensitivity sweep -> precision_plan.json (or a hand-edited plan, checked).
 quantize: plan + cache -> denoiser.int8.onnx (TensorRT: Q/DQ + FP16), denoiser.int8-cpuverify.onnx
     (same scales, FP32), denoiser.int8-u8s8.onnx (cpu target) -> accuracy gate -> installed together.

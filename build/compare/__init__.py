@@ -1,4 +1,4 @@
-"""Accuracy gates (DESIGN.md section 5): polygraphy comparisons per graph, PSNR/SSIM per video, golden sets.
+"""Accuracy gates (docs/architecture.md#accuracy-gates): polygraphy comparisons per graph, PSNR/SSIM per video, golden sets.
 
     from t2vtrt.build.compare import run_compare
     run = run_compare(Path("artifacts/tiny/engines/cpu"))   # writes artifacts/tiny/reports/accuracy.{json,md}

@@ -1,4 +1,4 @@
-"""The cpu target: ONNX Runtime graphs + manifest.json (DESIGN.md section 2)."""
+"""The cpu target: ONNX Runtime graphs + manifest.json (docs/architecture.md#engines)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The build plan for a GPU profile: what each engine is built from, with which profile and settings,
-and whether it fits the GPU's memory (DESIGN.md section 2; issue: per-GPU TensorRT engines).
+and whether it fits the GPU's memory (docs/architecture.md#engines; issue: per-GPU TensorRT engines).
 
 The VRAM estimate is computed from the ONNX graphs alone (no GPU, no TensorRT):
 - weights: every initializer, at fp32, fp16 and int8 (the Q/DQ graph's real sizes when it exists);
