@@ -49,13 +49,14 @@ def plain_lines(stream: TextIO, interval: float = LOG_INTERVAL_S,
     """on_event(phase, done, total) writing `phase: done/total (elapsed)` at a phase's start and end and every `interval` s."""
     started: dict[str, float] = {}
     last: dict[str, float] = {}
+    shown: dict[str, int] = {}
 
     def on_event(phase: str, done: int, total: int) -> None:
         now = clock()
         first = phase not in started
         started.setdefault(phase, now)
-        if first or done >= total or now - last[phase] >= interval:
-            last[phase] = now
+        if first or (done >= total and shown[phase] != done) or now - last[phase] >= interval:
+            last[phase], shown[phase] = now, done
             stream.write(f"{phase}: {done}/{total} ({now - started[phase]:.0f} s)\n")
             stream.flush()
 
