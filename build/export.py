@@ -39,8 +39,10 @@ def _random_tensor(tensor: TensorSpec, shape: tuple[int, ...], rng: np.random.Ge
 
 
 def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter: str = "torchscript", opset: int = 17) -> Path:
-    """Export one module to `out_path` (+ external data past 2 GB), checked, written atomically."""
+    """Export one module to `out_path` (+ one <out>.data past 2 GB), checked, written atomically."""
     import torch
+
+    from t2vtrt.build.graphfiles import consolidate
 
     inputs = sample_inputs(spec, "opt")
     args = tuple(torch.from_numpy(inputs[t.name]) for t in spec.inputs)
@@ -62,7 +64,14 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
                 external_data=_param_bytes(module) > TWO_GB - (64 << 20),
             )
         check_onnx(tmp_path)
-        _move_all(tmp_dir, out_path.parent)
+        if any(path != tmp_path for path in tmp_dir.iterdir()):
+            # The exporter writes one file per weight past 2 GB (hundreds, named after tensors); every later
+            # stage reads and writes <graph>.onnx + <graph>.onnx.data, so join them, file to file.
+            joined = tmp_dir / "joined" / out_path.name
+            consolidate(tmp_path, joined)
+            _move_all(joined.parent, out_path.parent)
+        else:
+            _move_all(tmp_dir, out_path.parent)
     return out_path
 
 
@@ -73,7 +82,7 @@ def _param_bytes(module: Any) -> int:
 
 def _move_all(src_dir: Path, dst_dir: Path) -> None:
     """Rename every file of src_dir into dst_dir (graph last, so a graph never precedes its weights)."""
-    files = sorted(src_dir.iterdir(), key=lambda p: p.suffix == ".onnx")
+    files = sorted((p for p in src_dir.iterdir() if p.is_file()), key=lambda p: p.suffix == ".onnx")
     for path in files:
         os.replace(path, dst_dir / path.name)
 

@@ -4,6 +4,9 @@ Conversion is NVIDIA ModelOpt's AutoCast (modelopt.onnx.autocast): it runs the F
 ONNX Runtime on seeded sample inputs and keeps in FP32 every node whose measured inputs/outputs
 exceed DATA_MAX (the FP16 overflow risk, e.g. Softmax inputs where they are large), plus the
 normalisation ops in KEEP_FP32_OPS (their statistics), inserting the casts; graph I/O stays FP32.
+AutoCast's steps run here on the graph with its weights left on disk (see `convert`), so a 5.6 GB FP32
+denoiser converts in a few GB: the reference run reduces each tensor to its |max| inside ONNX Runtime and
+each weight is read and converted once, as the <graph>.onnx.data file is written.
 BF16 is used where FP16 overflows: a family may name components that always need it (T5-family
 encoders), and a component whose FP16 graph fails the gate with NaN/Inf is retried in BF16.
 
@@ -121,8 +124,8 @@ def ensure_variant(paths: ArtifactPaths, info: dict[str, Any], component: str, p
     out = variant_path(paths, component, precision)
     with tempfile.TemporaryDirectory(prefix=f".{component}.{precision}.", dir=paths.onnx_dir) as tmp:
         staged = Path(tmp) / out.name
-        model = convert(source, precision, feeds, Path(tmp))
-        save_graph(model, staged)
+        model, fill = convert(source, precision, feeds, Path(tmp))
+        save_graph(model, staged, fill)
         del model
         gate = gate_variant(staged, reference, precision, feeds, settings["thresholds"])
         if gate["passed"]:
@@ -165,34 +168,258 @@ def spec_from_json(name: str, data: dict[str, Any]) -> Any:
     return ComponentSpec(name, tensors(data["inputs"]), tensors(data["outputs"]), {k: tuple(v) for k, v in data["axes"].items()})
 
 
-def convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], work: Path) -> Any:
-    """ModelOpt AutoCast of `source` to `precision`, FP32 I/O, measured on the first of `feeds`."""
+def convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], work: Path) -> tuple[Any, WeightFill]:
+    """_convert inside `work`: ModelOpt's steps drop files named after graph outputs in the current directory."""
+    source, work = Path(source).resolve(), Path(work).resolve()
+    with contextlib.chdir(work):
+        return _convert(source, precision, feeds, work)
+
+
+def _convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], work: Path) -> tuple[Any, WeightFill]:
+    """ModelOpt AutoCast of `source` to `precision`, FP32 I/O, measured on the first of `feeds`; weights stay on disk.
+
+    AutoCast's own steps (sanitize, classify, convert) run on the graph with its large weights as 1-byte
+    placeholders; its reference run and its initializer-range rule are done here (the same figures, |max| of
+    every tensor and of every FP32 weight, measured without holding them all). AutoCast is told to cast every
+    weight at run time; those Casts are folded back into low-precision weights that `save_graph` converts
+    one at a time with AutoCast's own conversion (its clamping included). Returns the model and that fill.
+    A graph saved in one file first has its weights moved to `work` (inside source's folder: ONNX Runtime
+    reads external data only below the graph's folder).
+    """
     import logging
 
-    from modelopt.onnx.autocast import convert_to_mixed_precision
+    import modelopt.onnx.autocast.convert as autocast
+    import modelopt.onnx.autocast.utils as ac_utils
+    import modelopt.onnx.utils as onnx_utils
+    from modelopt.onnx.autocast.graphsanitizer import GraphSanitizer
+    from modelopt.onnx.autocast.nodeclassifier import NodeClassifier
+    from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
+
+    from t2vtrt.build.graphfiles import externalize, load_graph
 
     logging.getLogger("modelopt").setLevel(logging.ERROR)  # its per-graph warnings are routine
-    calibration = work / "calibration.npz"
-    np.savez(calibration, **feeds[0])
-    with contextlib.chdir(work):  # AutoCast's reference run drops files named after the outputs in the cwd
-        model = convert_to_mixed_precision(str(source), low_precision_type=precision, keep_io_types=True,
-                                           op_types_to_exclude=list(KEEP_FP32_OPS), data_max=DATA_MAX,
-                                           calibration_data=str(calibration))
+    model = externalize(load_graph(source), work / "weights.bin")
+    io_metadata = autocast._capture_network_io_metadata(model, True)
+    sanitizer = GraphSanitizer(model, 22 if precision == "bf16" else 13, trt_plugins=[], trt_plugins_precision=[],
+                               max_ir_version=autocast.LATEST_IR_VERSION_SUPPORTED_BY_ORT, onnx_path=str(source))
+    sanitizer.sanitize()
+    model = onnx_utils.infer_types(sanitizer.model, False, strict_mode=True)
+    stats = reference_stats(model, source, feeds[0])
+    keep = _InitializerRange(_overflowing_nodes(ac_utils.setup_mappings(model)[2], autocast.DEFAULT_INIT_MAX))
+    _to_placeholders(model)
+    value_info_map, initializer_map, node_to_init = ac_utils.setup_mappings(model)
+    classifier = NodeClassifier(model, node_to_init, initializer_map, op_types_to_exclude=list(KEEP_FP32_OPS),
+                                data_max=DATA_MAX, init_max=None, custom_rule=keep,
+                                custom_ops_low_precision_nodes=sanitizer.custom_ops_low_precision_nodes or [])
+    # init_conversion_max_bytes=0: every weight gets a run-time Cast instead of being read (folded below).
+    converter = PrecisionConverter(model, value_info_map, initializer_map, node_to_init, keep_io_types=True,
+                                   low_precision_type=precision, init_conversion_max_bytes=0,
+                                   custom_ops=sanitizer.custom_ops, original_network_io_metadata=io_metadata,
+                                   sanitize_model=False)
+    casts_before = {n.name for n in model.graph.node if n.op_type == "Cast"}
+    low, high = classifier.run(stats)
+    converted = converter.convert(high, low)
+    convert_one = _conversion(converter)
+    _fold_weight_casts(converted, casts_before, convert_one)
     # AutoCast leaves value_info with the calibration shapes baked in; ONNX Runtime then rejects other shapes.
-    del model.graph.value_info[:]
-    return model
+    del converted.graph.value_info[:]
+    return converted, _weight_fill(convert_one)
 
 
-def save_graph(model: Any, path: Path) -> None:
-    """Save a graph; past EXTERNAL_DATA_BYTES of weights, into one <graph>.onnx.data file beside it."""
+def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+    """AutoCast's reference figures (|max| and size of every tensor) from one FP32 run on `feed`.
+
+    AutoCast makes every tensor a graph output, so ONNX Runtime keeps all of them alive at once; here each
+    is reduced to its |max| and element count inside the run, and only those scalars come out.
+    """
     import onnx
+    import onnxruntime as ort
+    from modelopt.onnx.autocast.referencerunner import TensorStats
+    from onnx import TensorProto, helper
 
-    weights = sum(t.ByteSize() for t in model.graph.initializer)
-    if weights > EXTERNAL_DATA_BYTES:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
+    from t2vtrt.build.graphfiles import all_tensors, external_ref, is_external
+
+    ref = onnx.ModelProto()
+    ref.CopyFrom(model)  # weights are references to their files: a small copy
+    base = source.parent.resolve()
+    for tensor in all_tensors(ref):
+        if is_external(tensor):  # relative again: ONNX Runtime reads external data only beside the graph
+            location = next(e for e in tensor.external_data if e.key == "location")
+            location.value = os.path.relpath(external_ref(tensor)[0], base)
+    graph = ref.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.output)}
+    del graph.value_info[:]
+    nodes, wanted = [], {}
+    for node in graph.node:
+        nodes.append(node)
+        for name in node.output:
+            if not name or types.get(name, TensorProto.UNDEFINED) in (TensorProto.UNDEFINED, TensorProto.BOOL,
+                                                                        TensorProto.STRING):
+                continue  # a bool is never out of range; an untyped tensor cannot be reduced
+            absmax, size = f"{name}/t2vtrt_absmax", f"{name}/t2vtrt_size"
+            nodes += [helper.make_node("Abs", [name], [f"{name}/t2vtrt_abs"]),
+                      helper.make_node("ReduceMax", [f"{name}/t2vtrt_abs"], [absmax], keepdims=0),
+                      helper.make_node("Size", [name], [size])]
+            graph.output.extend([helper.make_tensor_value_info(absmax, types[name], []),
+                                 helper.make_tensor_value_info(size, TensorProto.INT64, [])])
+            wanted[name] = (absmax, size)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    path = source.parent / f".{source.name}.{os.getpid()}.reference.onnx"
+    try:
+        onnx.save(ref, str(path))
+        del ref
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # In node order each tensor is reduced right after it is made and can go; ONNX Runtime's default
+        # order runs the reductions (graph outputs, read by nothing) late and keeps every tensor until then:
+        # 14.1 GB instead of 2.4 GB on a 1.4 GB denoiser (docs/benchmarks.md).
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [n for pair in wanted.values() for n in pair]
+        values = dict(zip(names, session.run(names, feed)))
+    finally:
+        path.unlink(missing_ok=True)
+    stats = {name: TensorStats(float(np.max(np.abs(v))) if v.size else 0.0, float(v.min()) if v.size else 0.0,
+                               float(v.max()) if v.size else 0.0, v.shape) for name, v in feed.items()}
+    for name, (absmax, size) in wanted.items():
+        count = int(values[size])
+        # min/max are not measured (AutoCast only logs them); |max| and size are what its rule decides on.
+        stats[name] = TensorStats(float(values[absmax]) if count else 0.0, math.nan, math.nan, (count,))
+    return stats
+
+
+WeightFill = Callable[[Any], "bytes | None"]
+ConvertOne = Callable[[Any, int], bytes]
+# A placeholder weight: 1 byte of data; where its FP32 bytes are, and the type to convert them to, in doc_string.
+_PLACEHOLDER = "t2vtrt-weight"
+
+
+class _InitializerRange:
+    """AutoCast's initializer-range rule from figures measured one weight at a time: these nodes stay FP32."""
+
+    def __init__(self, nodes: set[str]) -> None:
+        self.nodes = nodes
+
+    def check(self, node: Any) -> bool:
+        """True when the node reads an FP32 weight beyond the low precision's range."""
+        return node.name in self.nodes
+
+
+def _overflowing_nodes(node_to_init: dict[str, list[Any]], init_max: float) -> set[str]:
+    """Nodes reading an FP32 initializer with |value| > init_max (each weight read once, one at a time)."""
+    from onnx import TensorProto
+
+    from t2vtrt.build.graphfiles import read_array
+
+    over: dict[str, bool] = {}
+    for inits in node_to_init.values():
+        for init in inits:
+            if init.data_type == TensorProto.FLOAT and init.name not in over:
+                values = read_array(init)
+                over[init.name] = bool(values.size) and bool(np.any(np.abs(values) > init_max))
+    return {node for node, inits in node_to_init.items() if any(over.get(i.name) for i in inits)}
+
+
+def _to_placeholders(model: Any) -> None:
+    """Swap every weight still on disk for a 1-byte placeholder that records where its bytes are."""
+    from onnx import TensorProto
+
+    from t2vtrt.build.graphfiles import external_ref, is_external
+
+    for init in model.graph.initializer:
+        if is_external(init):
+            file, offset, length = external_ref(init)
+            init.doc_string = json.dumps({"kind": _PLACEHOLDER, "file": str(file), "offset": offset,
+                                          "length": length, "to": None})
+            del init.external_data[:]
+            init.ClearField("data_location")
+            # Non-empty raw data longer than init_conversion_max_bytes=0: AutoCast casts it at run time, unread.
+            init.raw_data = b"\0"
+
+
+def _placeholder(init: Any) -> dict[str, Any] | None:
+    """The placeholder record of an initializer, or None for a real one."""
+    if not init.doc_string.startswith("{"):
+        return None
+    record = json.loads(init.doc_string)
+    return record if record.get("kind") == _PLACEHOLDER else None
+
+
+def _conversion(converter: Any) -> ConvertOne:
+    """AutoCast's conversion of one FP32 initializer to FP16 / BF16 (its clamping included), as raw bytes."""
+    from modelopt.onnx.autocast.precisionconverter import PRECISION_MAP
+    from onnx import TensorProto
+
+    def convert_one(fp32: Any, to: int) -> bytes:
+        target = PRECISION_MAP["bf16" if to == TensorProto.BFLOAT16 else "fp16"]
+        return converter._convert_initializer_data(fp32, PRECISION_MAP["fp32"], target).raw_data
+
+    return convert_one
+
+
+def _weight_fill(convert_one: ConvertOne) -> WeightFill:
+    """The bytes of a placeholder weight as it is written: copied from its file, or read and converted."""
+    from onnx import TensorProto
+
+    from t2vtrt.build.graphfiles import read_bytes
+
+    def fill(init: Any) -> bytes | None:
+        record = _placeholder(init)
+        if record is None:
+            return None
+        ref = TensorProto(name=init.name, dims=list(init.dims), data_location=TensorProto.EXTERNAL,
+                          data_type=TensorProto.FLOAT if record["to"] else init.data_type)
+        for key in ("file", "offset", "length"):
+            ref.external_data.add(key="location" if key == "file" else key, value=str(record[key]))
+        data = read_bytes(ref)
+        if record["to"] is None:
+            return data
+        fp32 = TensorProto(name=init.name, dims=list(init.dims), data_type=TensorProto.FLOAT, raw_data=data)
+        del data
+        return convert_one(fp32, record["to"])
+
+    return fill
+
+
+def _fold_weight_casts(model: Any, casts_before: set[str], convert_one: ConvertOne) -> int:
+    """Replace each Cast AutoCast added after an FP32 weight by the converted weight; return how many."""
+    from onnx import TensorProto
+
+    inits = {init.name: init for init in model.graph.initializer}
+    folded = []
+    for node in model.graph.node:
+        if node.op_type != "Cast" or node.name in casts_before or node.input[0] not in inits:
+            continue
+        source, to = inits[node.input[0]], next(a.i for a in node.attribute if a.name == "to")
+        if source.data_type != TensorProto.FLOAT or to not in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
+            continue
+        weight = TensorProto(name=node.output[0], dims=list(source.dims), data_type=to)
+        record = _placeholder(source)
+        if record is None:  # a weight held in the graph (small, or a graph without external data): convert it now
+            weight.raw_data = convert_one(source, to)
+        else:
+            weight.doc_string = json.dumps({**record, "to": to})
+            weight.raw_data = b"\0"
+        folded.append((node, weight))
+    for node, weight in folded:
+        model.graph.node.remove(node)
+        model.graph.initializer.append(weight)
+    read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    for init in [i for i in model.graph.initializer if i.name not in read]:
+        model.graph.initializer.remove(init)  # a weight only the folded Casts read
+    return len(folded)
+
+
+def save_graph(model: Any, path: Path, fill: WeightFill | None = None) -> None:
+    """Save a graph; past EXTERNAL_DATA_BYTES of weights, into one <graph>.onnx.data file beside it.
+
+    `fill` gives the bytes of placeholder weights (copied or converted as they are written)."""
+    from t2vtrt.build.graphfiles import save_graph as save, weight_bytes
+
+    placeholders = [_placeholder(t) for t in model.graph.initializer]
+    weights = weight_bytes(model) + sum(r["length"] // (2 if r["to"] else 1) for r in placeholders if r)
+    save(model, path, external=weights > EXTERNAL_DATA_BYTES, fill=fill)
 
 
 def _publish(staged: Path, out: Path) -> None:
@@ -270,12 +497,12 @@ def emulated(path: Path, out: Path) -> Path:
             if attr.name == "value" and attr.t.data_type == TensorProto.BFLOAT16:
                 attr.t.CopyFrom(numpy_helper.from_array(_bf16_to_float(attr.t)))
         nodes.append(node)
-        for out in node.output:
-            if out in bf16:  # compute in FP32, store as BF16: round through a Cast pair
-                rounded = f"{out}__bf16"
-                node.output[list(node.output).index(out)] = rounded
-                nodes += [helper.make_node("Cast", [rounded], [f"{out}__q"], to=TensorProto.BFLOAT16),
-                          helper.make_node("Cast", [f"{out}__q"], [out], to=TensorProto.FLOAT)]
+        for name in node.output:
+            if name in bf16:  # compute in FP32, store as BF16: round through a Cast pair
+                rounded = f"{name}__bf16"
+                node.output[list(node.output).index(name)] = rounded
+                nodes += [helper.make_node("Cast", [rounded], [f"{name}__q"], to=TensorProto.BFLOAT16),
+                          helper.make_node("Cast", [f"{name}__q"], [name], to=TensorProto.FLOAT)]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]

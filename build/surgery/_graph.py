@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from t2vtrt.build.graphfiles import on_disk
+
 
 def producer(tensor: gs.Tensor) -> gs.Node | None:
     """The node that writes `tensor`, or None for graph inputs and constants."""
@@ -22,7 +24,44 @@ def sole_consumer(tensor: gs.Tensor) -> gs.Node | None:
 
 def const_values(tensor: gs.Tensor) -> np.ndarray | None:
     """The values of a constant tensor, or None when it is computed at run time."""
-    return tensor.values if isinstance(tensor, gs.Constant) else None
+    if not isinstance(tensor, gs.Constant):
+        return None
+    # A weight still on disk is read for this look only: `.values` would keep it in memory for good, and
+    # matchers look at many weights they then leave alone.
+    return tensor._values.load() if on_disk(tensor) else tensor.values
+
+
+def read_foldable_constants(graph: gs.Graph) -> int:
+    """Read in the on-disk constants that constant folding may evaluate; return how many were read.
+
+    graphsurgeon folds by running ONNX Runtime on the constant subgraph, exported as it is: a weight still
+    on disk is an absolute file reference there, which ONNX Runtime refuses, and that subgraph would silently
+    stay unfolded (the real-size text encoder's position-embedding Gather). Only the constants that feed
+    nodes computable from constants alone are read.
+    """
+    foldable: set[int] = set()  # ids of tensors computable from constants
+    grew = True
+    while grew:  # to a fixed point, in the graph's own order (sorting it here would reorder the output)
+        grew = False
+        for node in graph.nodes:
+            if node.outputs and not all(id(t) in foldable for t in node.outputs) and node.inputs and (all(
+                    isinstance(t, gs.Constant) or id(t) in foldable or not t.name for t in node.inputs)
+                    or _static_shape(node)):
+                foldable.update(id(t) for t in node.outputs)
+                grew = True
+    read = 0
+    for node in graph.nodes:
+        if node.outputs and all(id(t) in foldable for t in node.outputs):
+            for tensor in node.inputs:
+                if on_disk(tensor):
+                    tensor.values  # noqa: B018 - the property read keeps the values in memory
+                    read += 1
+    return read
+
+
+def _static_shape(node: gs.Node) -> bool:
+    """A Shape node of a fully known shape: folding turns it into a constant in the same round."""
+    return node.op == "Shape" and numel(node.inputs[0].shape) is not None
 
 
 def node_label(node: gs.Node) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from ._graph import read_foldable_constants
 from .shapes import infer_shapes
 
 # Each round exposes new static shapes (e.g. the attention scale computed from a Shape->Slice->Cast->Sqrt
@@ -17,6 +18,7 @@ def fold_constants(graph: gs.Graph) -> int:
     for _ in range(_MAX_ROUNDS):
         count = len(graph.nodes)
         infer_shapes(graph)
+        read_foldable_constants(graph)  # ONNX Runtime evaluates them: it cannot read weights left on disk
         # What polygraphy's fold_constants does, on our graph in place: ONNX Runtime evaluates the constant
         # subgraphs; fold_shapes turns Shape of a statically known dimension into a constant.
         graph.fold_constants(fold_shapes=True, error_ok=True).cleanup(remove_unused_graph_inputs=False)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import collections
 import os
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_graphsurgeon as gs
 
+from t2vtrt.build.graphfiles import import_graph, save_graph, spill_constants, weight_bytes
 from t2vtrt.runtime.errors import T2VError
-from t2vtrt.runtime.files import atomic_path, temp_dir
 
 from .registry import DEFAULT_PIPELINE, get_pass
 
@@ -20,40 +22,21 @@ from .registry import DEFAULT_PIPELINE, get_pass
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
-def _load(path: Path) -> gs.Graph:
-    """Import the model at `path` (external data next to it is loaded too)."""
-    if not path.is_file():
-        raise T2VError(f"surgery input not found: {path} (run the export stage first)")
+def _load(path: Path, spill: Path) -> gs.Graph:
+    """Import the model at `path`; its large weights stay in their files (or in `spill`) until a pass reads them."""
     try:
-        return gs.import_onnx(onnx.load(str(path)))
-    except Exception as err:  # protobuf DecodeError, a missing external-data file, ...
+        return import_graph(path, spill=spill)  # its errors name the file and the fix
+    except T2VError:
+        raise
+    except Exception as err:  # protobuf DecodeError, ...
         raise T2VError(f"surgery input {path} is not a readable ONNX model: {err}") from err
 
 
-def _weight_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of initializer data held in the model."""
-    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
-
-
-def _save_small(model: onnx.ModelProto, out: Path) -> None:
-    """Check the model in memory and write it in one file, atomically."""
-    onnx.checker.check_model(model)
-    with atomic_path(out) as tmp:
-        onnx.save(model, str(tmp))
-
-
-def _save_external(model: onnx.ModelProto, out: Path) -> None:
-    """Write model + `<name>.data` in a temp folder, check by path, then move the data and the model in."""
-    data_name = f"{out.name}.data"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with temp_dir(out) as tmp:
-        tmp_model = Path(tmp) / out.name
-        onnx.save(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=data_name, size_threshold=1024)
-        onnx.checker.check_model(str(tmp_model))
-        # Data first: the model file is what make and the manifest look at, so it lands last.
-        os.replace(Path(tmp) / data_name, out.parent / data_name)
-        os.replace(tmp_model, out)
+def _save(graph: gs.Graph, out: Path, spill: Path) -> None:
+    """Export `graph` and save it (one file, or one <out>.data past EXTERNAL_DATA_BYTES), never holding every weight."""
+    spill_constants(graph, spill)  # weights a pass rewrote: to disk before export copies them
+    model = gs.export_onnx(graph)
+    save_graph(model, out, external=weight_bytes(model) >= EXTERNAL_DATA_BYTES)
 
 
 def _op_counts(graph: gs.Graph) -> dict[str, int]:
@@ -61,29 +44,32 @@ def _op_counts(graph: gs.Graph) -> dict[str, int]:
     return dict(collections.Counter(node.op for node in graph.nodes).most_common())
 
 
+def _run_pass(step: Any, graph: gs.Graph) -> dict[str, Any]:
+    """Run one pass on `graph`; its report entry."""
+    count, clock = len(graph.nodes), time.perf_counter()
+    changed = step(graph)
+    return {"name": step.name, "changed": changed, "node_delta": len(graph.nodes) - count,
+            "seconds": round(time.perf_counter() - clock, 3)}
+
+
 def run_surgery(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: list[str] | None = None) -> dict:
     """Run `passes` (default: DEFAULT_PIPELINE) on the model at `in_path`, save to `out_path`, return a report."""
     names = list(DEFAULT_PIPELINE if passes is None else passes)
     selected = [get_pass(name) for name in names]  # unknown names fail before the (slow) load
     started = time.perf_counter()
-    graph = _load(Path(in_path))
-    nodes_before, ops_before = len(graph.nodes), _op_counts(graph)
-    steps = []
-    for step in selected:
-        count, clock = len(graph.nodes), time.perf_counter()
-        changed = step(graph)
-        steps.append({
-            "name": step.name,
-            "changed": changed,
-            "node_delta": len(graph.nodes) - count,
-            "seconds": round(time.perf_counter() - clock, 3),
-        })
-    model = gs.export_onnx(graph)
-    try:
-        save = _save_small if _weight_bytes(model) < EXTERNAL_DATA_BYTES else _save_external
-        save(model, Path(out_path))
-    except onnx.checker.ValidationError as err:
-        raise T2VError(f"surgery produced an invalid model from {in_path}: {err}") from err
+    source, out = Path(in_path), Path(out_path)
+    if not source.is_file():
+        raise T2VError(f"surgery input not found: {source} (run the export stage first)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Scratch files for weights moved out of memory: a one-file input's at load, rewritten ones before export.
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.spill.", dir=out.parent) as work:
+        graph = _load(source, Path(work) / "loaded.bin")
+        nodes_before, ops_before = len(graph.nodes), _op_counts(graph)
+        steps = [_run_pass(step, graph) for step in selected]
+        try:
+            _save(graph, out, Path(work) / "rewritten.bin")
+        except onnx.checker.ValidationError as err:
+            raise T2VError(f"surgery produced an invalid model from {in_path}: {err}") from err
     return {
         "input": str(in_path),
         "output": str(out_path),

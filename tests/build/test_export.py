@@ -88,3 +88,30 @@ def test_embedded_model_is_deterministic(tmp_path) -> None:  # type: ignore[no-u
     first = resolve_model("tiny", tmp_path / "a")
     second = resolve_model("tiny", tmp_path / "b")
     assert model_hash(first.model_dir) == model_hash(second.model_dir)
+
+
+def test_a_graph_past_the_limit_gets_one_data_file(loaded, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Past 2 GB the exporter writes one file per weight (hundreds, named after tensors); the stage joins them
+    into <graph>.onnx.data. torch only does that for a real > 2 GB module, so here its output is split the same way."""
+    import onnx
+
+    from t2vtrt.build import export
+
+    real_export = torch.onnx.export
+
+    def exporter_past_2gb(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_export(*args, **kwargs)
+        assert kwargs["external_data"]
+        path = args[2]
+        onnx.save(onnx.load(path), path, save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=1024)
+
+    model, specs = loaded
+    monkeypatch.setattr(export, "TWO_GB", 64 << 20)  # every module counts as past the limit
+    monkeypatch.setattr(torch.onnx, "export", exporter_past_2gb)
+    out = export.export_component(model.modules["vae_decoder"], specs["vae_decoder"], tmp_path / "g" / "vae_decoder.onnx")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["vae_decoder.onnx", "vae_decoder.onnx.data"]
+    feeds = sample_inputs(specs["vae_decoder"], seed=7)
+    with torch.inference_mode():
+        expected = model.modules["vae_decoder"](torch.from_numpy(feeds["latent"])).numpy()
+    actual = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert _rel_l2(actual, expected) < 1e-5

@@ -76,6 +76,9 @@ def test_bf16_graph_is_gated_through_emulation(fp16_paths: ArtifactPaths, tmp_pa
     assert b["rel_l2"] > 2 * f["rel_l2"] and b["nonfinite"] == 0
     model = onnx.load(str(precision.variant_path(paths, "text_encoder", "bf16")))
     assert any(t.data_type == TensorProto.BFLOAT16 for t in model.graph.initializer)
+    # The emulation lands where asked (a loop variable once renamed it after the graph's last output, in the cwd).
+    out = tmp_path / "emulated.onnx"
+    assert precision.emulated(precision.variant_path(paths, "text_encoder", "bf16"), out) == out and out.is_file()
 
 
 def test_missing_threshold_is_a_one_line_error(fp16_paths: ArtifactPaths, tmp_path: Path) -> None:
@@ -100,3 +103,59 @@ def test_preferred_order_follows_the_profile_and_family() -> None:
         assert precision.preferred_order("t5test", "text_encoder", ("fp16", "bf16")) == ["bf16"]
     finally:
         del precision.ALWAYS_BF16["t5test"]
+
+
+def _autocast(source: Path, precision_name: str, feed: dict, work: Path) -> Path:
+    """ModelOpt AutoCast as the whole-graph call (weights in memory), saved to work/autocast.onnx."""
+    import contextlib
+
+    import numpy as np
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    np.savez(work / "calibration.npz", **feed)
+    with contextlib.chdir(work):
+        model = convert_to_mixed_precision(str(source), low_precision_type=precision_name, keep_io_types=True,
+                                           op_types_to_exclude=list(precision.KEEP_FP32_OPS),
+                                           data_max=precision.DATA_MAX, calibration_data=str(work / "calibration.npz"))
+    del model.graph.value_info[:]
+    onnx.save(model, str(work / "autocast.onnx"))
+    return work / "autocast.onnx"
+
+
+@pytest.mark.parametrize(("component", "one_file"), [("denoiser", False), ("vae_decoder", False), ("vae_decoder", True)])
+def test_weights_on_disk_conversion_is_autocasts(tiny_paths: ArtifactPaths, tmp_path: Path, monkeypatch,
+                                                 component: str, one_file: bool) -> None:
+    """The conversion with every weight left on disk (none read in, one .data out) computes exactly what AutoCast's
+    whole-graph conversion does: the same ops in the same precisions, bit-identical outputs. A graph saved in one
+    file has its weights moved out first, then goes the same way."""
+    from collections import Counter
+
+    import numpy as np
+
+    from t2vtrt.build import graphfiles
+
+    info = read_export_info(tiny_paths)
+    feeds = precision.gate_feeds(info, component)
+    source = tmp_path / "src" / f"{component}.opt.onnx"
+    source.parent.mkdir()
+    if one_file:  # its weights are moved to the work folder first
+        shutil.copy(tiny_paths.onnx(component, "opt"), source)
+    else:
+        onnx.save(onnx.load(str(tiny_paths.onnx(component, "opt"))), str(source), save_as_external_data=True,
+                  location=source.name + ".data", size_threshold=0)
+    expected = _autocast(tiny_paths.onnx(component, "opt"), "fp16", feeds[0], tmp_path)
+    monkeypatch.setattr(graphfiles, "INLINE_BYTES", 1024)  # every weight is a placeholder while AutoCast runs
+    monkeypatch.setattr(precision, "EXTERNAL_DATA_BYTES", 0)
+    (source.parent / "work").mkdir()
+    model, fill = precision.convert(source, "fp16", feeds, source.parent / "work")
+    placeholders = [t for t in model.graph.initializer if t.doc_string]  # weights AutoCast never read
+    assert len(placeholders) > 20 and all(len(t.raw_data) == 1 for t in placeholders)
+    out = tmp_path / "out" / f"{component}.fp16.onnx"
+    precision.save_graph(model, out, fill)
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name, out.name + ".data"]
+    got, want = onnx.load(str(out)), onnx.load(str(expected))
+    assert Counter(n.op_type for n in got.graph.node) == Counter(n.op_type for n in want.graph.node)
+    assert Counter(t.data_type for t in got.graph.initializer) == Counter(t.data_type for t in want.graph.initializer)
+    for feed in feeds:
+        (a,), (b,) = (precision.run_graph(path, [feed])[0].values() for path in (out, expected))
+        np.testing.assert_array_equal(a, b)

@@ -93,3 +93,40 @@ def test_default_pipeline_keeps_outputs_and_shrinks_graph(exports, component):
     assert before.shape == after.shape
     assert float(np.abs(before - after).max()) < 1e-5
     assert [i.name for i in onnx.load(str(dst)).graph.input] == list(CASES[component])
+
+
+def _same_model(a, b) -> None:
+    """Same nodes, same I/O and bit-identical initializers (wherever their bytes were stored)."""
+    ma, mb = onnx.load(str(a)), onnx.load(str(b))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in ma.graph.node] == \
+        [(n.op_type, list(n.input), list(n.output)) for n in mb.graph.node]
+    inits_a = {t.name: onnx.numpy_helper.to_array(t) for t in ma.graph.initializer}
+    inits_b = {t.name: onnx.numpy_helper.to_array(t) for t in mb.graph.initializer}
+    assert sorted(inits_a) == sorted(inits_b)
+    for name, values in inits_a.items():
+        assert values.dtype == inits_b[name].dtype
+        np.testing.assert_array_equal(values, inits_b[name])
+
+
+def test_weights_left_on_disk_give_the_same_graph(exports, tmp_path, monkeypatch):
+    """The denoiser pipeline on an exporter-style graph (one file per weight, none read in) writes the very graph
+    it writes from memory, with one <graph>.onnx.data."""
+    from t2vtrt.build import graphfiles
+    from t2vtrt.build.surgery import PIPELINES
+    import t2vtrt.build.surgery.run as surgery_run
+
+    passes = PIPELINES["denoiser"]
+    in_memory = tmp_path / "mem" / "denoiser.opt.onnx"
+    run_surgery(exports / "denoiser.onnx", in_memory, passes)
+    split = tmp_path / "split" / "denoiser.onnx"
+    split.parent.mkdir()
+    onnx.save(onnx.load(str(exports / "denoiser.onnx")), str(split), save_as_external_data=True,
+              all_tensors_to_one_file=False, size_threshold=0)
+    monkeypatch.setattr(graphfiles, "INLINE_BYTES", 256)  # every weight stays on disk; scalars and shapes are read
+    monkeypatch.setattr(surgery_run, "EXTERNAL_DATA_BYTES", 0)
+    on_disk = tmp_path / "disk" / "denoiser.opt.onnx"
+    report = run_surgery(split, on_disk, passes)
+    assert {p["name"]: p["changed"] for p in report["passes"]}["fold_scale_into_weights"] > 0
+    assert {p["name"]: p["changed"] for p in report["passes"]}["split_geglu"] > 0
+    assert sorted(p.name for p in on_disk.parent.iterdir()) == ["denoiser.opt.onnx", "denoiser.opt.onnx.data"]
+    _same_model(in_memory, on_disk)

@@ -50,3 +50,31 @@ def test_fold_constants_evaluates_constant_subgraphs(ortc, op_list):
     assert fold_constants(graph) == 1
     assert op_list(graph) == ["Mul"] and graph.nodes[0].inputs[1].values.tolist() == [4.0, 6.0]
     ortc.assert_same(before, ortc.model(graph), {"x": np.array([0.5, -2.0], np.float32)})
+
+
+def test_fold_constants_reads_weights_left_on_disk_that_it_folds(ortc, tmp_path):
+    """Gather(table, constant ids) folds although the table is on disk (ONNX Runtime refuses the absolute path
+    such a weight has); the weight that only a run-time MatMul reads stays on disk."""
+    import onnx
+
+    from t2vtrt.build.graphfiles import import_graph, on_disk, save_graph
+
+    rng = np.random.default_rng(0)
+    x = gs.Variable("x", dtype=np.float32, shape=[3, 64])
+    table = gs.Constant("table", rng.standard_normal((3, 64)).astype(np.float32))
+    ids = gs.Constant("ids", np.array([2, 0, 1], np.int64))
+    w = gs.Constant("w", rng.standard_normal((64, 64)).astype(np.float32))
+    pos, h, y = gs.Variable("pos"), gs.Variable("h"), gs.Variable("y", dtype=np.float32, shape=[3, 64])
+    nodes = [gs.Node("Gather", inputs=[table, ids], outputs=[pos]), gs.Node("Add", inputs=[x, pos], outputs=[h]),
+             gs.Node("MatMul", inputs=[h, w], outputs=[y])]
+    before = ortc.model(ortc.graph(nodes, [x], [y]))
+    path, split = tmp_path / "m.onnx", onnx.ModelProto()
+    split.CopyFrom(before)  # onnx.save re-points the tensors of the model it saves
+    onnx.save(split, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    graph = import_graph(path, inline_bytes=64)  # the table (768 bytes) and w stay on disk; ids is read
+    assert on_disk(graph.tensors()["table"]) and on_disk(graph.tensors()["w"])
+    fold_constants(graph)
+    assert [n.op for n in graph.nodes] == ["Add", "MatMul"]
+    assert on_disk(graph.tensors()["w"])
+    after = save_graph(gs.export_onnx(graph), tmp_path / "out" / "m.onnx", external=False)
+    ortc.assert_same(before, onnx.load(str(after)), {"x": np.ones((3, 64), np.float32)})
