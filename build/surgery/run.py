@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from t2vtrt.build.graphfiles import import_graph, save_graph, spill_constants, weight_bytes
-from t2vtrt.runtime.errors import T2VError
+from t2vtrt.runtime.errors import T2VError, os_error
+from t2vtrt.runtime.files import temp_dir
 
 from .registry import DEFAULT_PIPELINE, get_pass
 
@@ -28,6 +28,8 @@ def _load(path: Path, spill: Path) -> gs.Graph:
         return import_graph(path, spill=spill)  # its errors name the file and the fix
     except T2VError:
         raise
+    except OSError as err:  # e.g. a full disk while a one-file graph's weights move to scratch space
+        raise os_error(err, f"loading the surgery input {path}") from err
     except Exception as err:  # protobuf DecodeError, ...
         raise T2VError(f"surgery input {path} is not a readable ONNX model: {err}") from err
 
@@ -62,7 +64,8 @@ def run_surgery(in_path: str | os.PathLike, out_path: str | os.PathLike, passes:
         raise T2VError(f"surgery input not found: {source} (run the export stage first)")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Scratch files for weights moved out of memory: a one-file input's at load, rewritten ones before export.
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.spill.", dir=out.parent) as work:
+    # temp_dir: named by this process, so a later run removes it when a kill -9 left it behind.
+    with temp_dir(out) as work:
         graph = _load(source, Path(work) / "loaded.bin")
         nodes_before, ops_before = len(graph.nodes), _op_counts(graph)
         steps = [_run_pass(step, graph) for step in selected]
