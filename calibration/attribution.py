@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from t2vtrt.calibration.metrics import psnr_per_frame
 
 Feeds = dict[str, np.ndarray]
 
@@ -62,24 +61,17 @@ class Case:
     seed: int
 
 
-def video_metrics(videos: list[np.ndarray], references: list[np.ndarray], semantic: bool) -> dict[str, Any]:
-    """Worst/mean PSNR and worst SSIM over all frames of all videos; the worst object position/color error when asked."""
-    from t2vtrt.build.compare.frames import ssim_per_frame
+def video_metrics(videos: list[np.ndarray], cases: list[Case], references: list[np.ndarray], semantic: bool) -> dict[str, Any]:
+    """The gate's video metrics (calibration/gate.py) of one mix, under the attribution table's names."""
+    from t2vtrt.calibration.gate import VideoCase
+    from t2vtrt.calibration.gate import video_metrics as gate_metrics
 
-    psnr = [p for v, r in zip(videos, references) for p in psnr_per_frame(v, r)]
-    ssim = [float(s) for v, r in zip(videos, references) for s in ssim_per_frame(r, v)]
-    per_video = [min(psnr_per_frame(v, r)) for v, r in zip(videos, references)]
-    out: dict[str, Any] = {"psnr_min": min(psnr), "psnr_mean": float(np.mean(psnr)), "ssim_min": min(ssim),
-                           "psnr_min_per_video": per_video}
+    m = gate_metrics(videos, [VideoCase(c.prompt, c.seed, r) for c, r in zip(cases, references)], semantic)
+    out: dict[str, Any] = {"psnr_min": m["psnr_db_min"], "psnr_mean": m["psnr_db_mean"], "ssim_min": m["ssim_min"],
+                           "psnr_min_per_video": [min(frames) for frames in m["psnr_db_per_frame"]]}
     if semantic:
-        from t2vtrt.build.shapes.adherence import semantic_errors
-
-        errors = [semantic_errors(v, r) for v, r in zip(videos, references)]
-        positions = [e["position_px_max"] for e in errors if e["position_px_max"] is not None]
-        colors = [e["color_max"] for e in errors if e["color_max"] is not None]
-        out.update({"position_px_max": max(positions) if positions else None,
-                    "position_px_mean": float(np.mean([e["position_px_mean"] for e in errors if e["position_px_mean"] is not None] or [np.nan])),
-                    "color_max": max(colors) if colors else None, "missing_frames": sum(e["missing_frames"] for e in errors)})
+        out.update({"position_px_max": m["position_px_max"], "color_max": m["color_error_max"],
+                    "adherence_drop": m["adherence_drop"]})
     return out
 
 
@@ -107,7 +99,7 @@ def attribution(pipe: Any, quantized: Any, cases: list[Case], steps: int, semant
     rows: dict[str, list[dict[str, Any]]] = {"only_step": [], "first_float": [], "branch": []}
 
     def measure(kind: str, label: dict[str, Any], mixer: MixedDenoiser) -> None:
-        rows[kind].append({**label, **video_metrics(generate_all(pipe, cases, mixer), references, semantic)})
+        rows[kind].append({**label, **video_metrics(generate_all(pipe, cases, mixer), cases, references, semantic)})
         if on_row:
             on_row(f"{kind} {label}")
 

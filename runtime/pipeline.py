@@ -147,22 +147,10 @@ class Pipeline:
                     del self._users[key]
                     self.sessions.pop(key).close()
 
-    def __call__(
-        self,
-        prompt: str | list[str],
-        negative_prompt: str | list[str] = "",
-        steps: int | None = None,
-        guidance: float | None = None,
-        frames: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        seed: int = 0,
-        sampler: str | None = None,
-        latents: np.ndarray | None = None,
-        callback: StepCallback | None = None,
-    ) -> np.ndarray:
-        """Generate: uint8 (F, H, W, 3) for one prompt, (B, F, H, W, 3) for a list; `generate` also returns timings and warnings."""
-        return self.generate(prompt, negative_prompt, steps, guidance, frames, height, width, seed, sampler, latents, callback).frames
+    def __call__(self, prompt: str | list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        """Generate: uint8 (F, H, W, 3) for one prompt, (B, F, H, W, 3) for a list; `generate`'s arguments, which also
+        returns the call's timings and warnings."""
+        return self.generate(prompt, *args, **kwargs).frames
 
     def generate(
         self,
