@@ -130,7 +130,7 @@ def load(model_dir: Path, work_dir: Path) -> LoadedModel:
         scheduler=SchedulerInfo(
             prediction_type=scheduler_config.get("prediction_type", "epsilon"),
             config=scheduler_config,
-            samplers=("ddim", "dpm++", "dpm++karras"),
+            samplers=("ddim", "dpm++", "dpm++karras", "unipc"),
             default_sampler="ddim",
         ),
         # Each down block but the last halves the latent: height and width must divide by all of it.

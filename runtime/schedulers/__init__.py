@@ -13,6 +13,7 @@ from ..errors import T2VError
 from .ddim import DDIMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler
 from .flow_match import FlowMatchEulerScheduler
+from .unipc import UniPCMultistepScheduler
 
 
 class Scheduler(Protocol):
@@ -35,6 +36,7 @@ SAMPLERS: dict[str, Callable[..., Scheduler]] = {
     "dpm++": partial(DPMSolverMultistepScheduler.from_config, use_karras_sigmas=False),
     "dpm++karras": partial(DPMSolverMultistepScheduler.from_config, use_karras_sigmas=True),
     "flow-euler": FlowMatchEulerScheduler.from_config,
+    "unipc": UniPCMultistepScheduler.from_config,
 }
 
 
@@ -56,5 +58,6 @@ __all__ = [
     "DPMSolverMultistepScheduler",
     "FlowMatchEulerScheduler",
     "Scheduler",
+    "UniPCMultistepScheduler",
     "make_scheduler",
 ]

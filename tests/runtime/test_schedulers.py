@@ -277,6 +277,139 @@ def test_flow_euler_unsupported_options_are_refused(options: dict) -> None:
         make_scheduler("flow-euler", {"shift": 3.0, **options})
 
 
+# --- UniPC (Wan's default sampler with flow sigmas; the VP schedule for UNet3D) -----------------------
+
+# Wan2.2-TI2V-5B scheduler/scheduler_config.json (Wan2.1 T2V uses flow_shift 3.0 at 480p)
+WAN = {
+    "_class_name": "UniPCMultistepScheduler",
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "disable_corrector": [],
+    "dynamic_thresholding_ratio": 0.995,
+    "final_sigmas_type": "zero",
+    "flow_shift": 5.0,
+    "lower_order_final": True,
+    "num_train_timesteps": 1000,
+    "predict_x0": True,
+    "prediction_type": "flow_prediction",
+    "rescale_betas_zero_snr": False,
+    "sample_max_value": 1.0,
+    "solver_order": 2,
+    "solver_p": None,
+    "solver_type": "bh2",
+    "steps_offset": 0,
+    "thresholding": False,
+    "timestep_spacing": "linspace",
+    "trained_betas": None,
+    "use_beta_sigmas": False,
+    "use_exponential_sigmas": False,
+    "use_flow_sigmas": True,
+    "use_karras_sigmas": False,
+}
+
+
+@pytest.mark.parametrize("steps", STEP_COUNTS)
+@pytest.mark.parametrize("solver_order", [1, 2, 3])
+@pytest.mark.parametrize("flow_shift", [1.0, 3.0, 5.0])
+def test_unipc_flow_matches_diffusers(flow_shift: float, solver_order: int, steps: int) -> None:
+    config = {**WAN, "flow_shift": flow_shift, "solver_order": solver_order}
+    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, config)
+    compare(ours, ref, steps)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+        {"final_sigmas_type": "sigma_min"},
+        {"final_sigmas_type": "sigma_min", "lower_order_final": False},
+        {"solver_order": 3, "final_sigmas_type": "sigma_min"},
+        {"disable_corrector": [0, 3]},
+        {"num_train_timesteps": 500},
+    ],
+    ids=["bh1", "sigma-min", "sigma-min-no-lower-final", "order-3-sigma-min", "no-corrector-0-3", "train-500"],
+)
+@pytest.mark.parametrize("steps", [7, 25])
+def test_unipc_flow_options_match_diffusers(options: dict, steps: int) -> None:
+    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, {**WAN, **options})
+    compare(ours, ref, steps)
+
+
+def test_unipc_bh1_reaches_x0_where_diffusers_gives_nan() -> None:
+    """bh1 to a zero final sigma: B(h) = -inf, and diffusers multiplies it by its empty correction term (0)."""
+    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, {**WAN, "solver_type": "bh1"})
+    ours.set_timesteps(7)
+    ref.set_timesteps(7)
+    rng = np.random.default_rng(3)
+    sample = rng.standard_normal(SHAPE, dtype=np.float32)
+    for step, (t_ours, t_ref) in enumerate(zip(ours.timesteps, ref.timesteps)):
+        output = rng.standard_normal(SHAPE, dtype=np.float32)
+        expected = ref.step(torch.from_numpy(output), t_ref, torch.from_numpy(sample)).prev_sample.numpy()
+        got = ours.step(output, t_ours, sample)
+        if step < 6:
+            assert rel_err(got, expected) <= RTOL
+            sample = expected
+    assert np.isnan(expected).all()
+    # The last step lands on the data prediction of the corrected sample, as bh2 does.
+    assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("steps", STEP_COUNTS)
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+def test_unipc_vp_matches_diffusers(config_name: str, spacing: str, steps: int) -> None:
+    config = {**CONFIGS[config_name], "timestep_spacing": spacing}
+    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, config)
+    compare(ours, ref, steps)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("solver_type", ["bh1", "bh2"])
+@pytest.mark.parametrize("solver_order", [2, 3])
+def test_unipc_vp_prediction_and_solver_types_match_diffusers(
+    prediction_type: str, solver_type: str, solver_order: int
+) -> None:
+    config = {**MODELSCOPE, "solver_type": solver_type, "solver_order": solver_order, "final_sigmas_type": "sigma_min"}
+    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, config, prediction_type)
+    compare(ours, ref, 25)
+
+
+def test_unipc_set_timesteps_resets_history() -> None:
+    first, ref = pair("unipc", diffusers.UniPCMultistepScheduler, WAN)
+    compare(first, ref, 7, seed=1)
+    compare(first, diffusers.UniPCMultistepScheduler.from_config(WAN), 7, seed=2)
+
+
+def test_unipc_add_noise_matches_diffusers() -> None:
+    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, WAN)
+    ours.set_timesteps(20)
+    ref.set_timesteps(20)
+    rng = np.random.default_rng(4)
+    x0 = rng.standard_normal((2, *SHAPE[1:]), dtype=np.float32)
+    noise = rng.standard_normal(x0.shape, dtype=np.float32)
+    t = ref.timesteps[[3, 11]]
+    expected = ref.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), t).numpy()
+    assert rel_err(ours.add_noise(x0, noise, t.numpy()), expected) <= RTOL
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"predict_x0": False},
+        {"thresholding": True},
+        {"use_karras_sigmas": True},
+        {"use_dynamic_shifting": True},
+        {"solver_order": 4},
+        {"solver_type": "midpoint"},
+        {"prediction_type": "epsilon"},
+    ],
+)
+def test_unipc_unsupported_options_are_refused(options: dict) -> None:
+    with pytest.raises(ValueError):
+        make_scheduler("unipc", {**WAN, **options})
+
+
 # --- registry and import hygiene ----------------------------------------------------------------------
 
 
@@ -290,7 +423,8 @@ def test_unknown_sampler_is_a_one_line_t2v_error() -> None:
 
 @pytest.mark.parametrize(("name", "kind", "karras"), [("ddim", "DDIMScheduler", None), ("dpm++", "DPMSolverMultistepScheduler", False),
                                                     ("dpm++karras", "DPMSolverMultistepScheduler", True),
-                                                    ("flow-euler", "FlowMatchEulerScheduler", None)])
+                                                    ("flow-euler", "FlowMatchEulerScheduler", None),
+                                                    ("unipc", "UniPCMultistepScheduler", None)])
 def test_each_name_builds_the_sampler_it_promises(name: str, kind: str, karras: bool | None) -> None:
     """The registry wires each documented name to its solver (a swapped or half-wired entry fails), and it samples."""
     scheduler = make_scheduler(name, MODELSCOPE, "flow" if name == "flow-euler" else None)
