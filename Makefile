@@ -21,12 +21,12 @@ NIGHTLY_ARGS ?=
 BIN := $(VENV)/bin
 T2V := $(BIN)/t2vtrt $(if $(QUIET),--quiet)
 STAMP := $(VENV)/.installed
-# A local model directory's artifacts live under its basename.
-MODEL_NAME := $(if $(wildcard $(MODEL)/.),$(notdir $(abspath $(MODEL))),$(MODEL))
+# A local model directory's artifacts live under its resolved basename (build/models.py artifact_name; tests/test_makefile.py).
+MODEL_NAME := $(if $(wildcard $(MODEL)/.),$(notdir $(realpath $(MODEL))),$(MODEL))
 ART := $(ARTIFACTS)/$(MODEL_NAME)
 MODEL_FILES := $(if $(wildcard $(MODEL)/.),$(shell find $(MODEL) -type f -not -name '.*' 2>/dev/null))
 
-.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check realsize-model capi clean distclean help
+.PHONY: all setup engines calibrate test test-fast compare bench nightly gpu-check realsize-model realsize capi clean distclean help serve serve-setup serve-load
 all: engines
 
 help:
@@ -39,9 +39,12 @@ help:
 	@echo "make gpu-check on an NVIDIA machine: build, compare and run TensorRT engines"
 	@echo "make capi      libt2vtrt (C ABI include/t2vtrt.h) + examples into $(CAPI_BUILD)/ (docs/embedding.md)"
 	@echo "make realsize-model  a random-weight zeroscope_v2_576w-size model (1.41B UNet3D) in REALSIZE_DIR"
+	@echo "make realsize  every stage on it, timed with peak RSS, + rtx3060/4060/4090 dry-run plans (REALSIZE_ARGS=--no-int8)"
+	@echo "make serve     tritonserver on loopback over the model's Triton repository (docs/serving.md; SERVE_ARGS=)"
+	@echo "make serve-load  throughput and p50/p95 latency on Triton vs Pipeline, 1-8 clients (LOAD_ARGS=)"
 
 # --- setup: a venv with the CPU torch from this disk, every later install under constraints.txt
-$(STAMP): pyproject.toml setup.py constraints.txt
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev]'
@@ -50,7 +53,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 setup: $(STAMP)
 
 # --- stages (docs/architecture.md#stages)
-EXPORT_SRC := $(wildcard build/export.py build/models.py build/tokenizer.py build/families/*.py)
+EXPORT_SRC := $(wildcard build/export.py build/models.py build/clip_tokenizer.py build/families/*.py)
 # Passes only the engines stage applies (registry.TARGET_PIPELINES): editing one rebuilds the target's files,
 # not the shared graphs and the calibration behind them (tests/test_makefile.py keeps this list honest).
 TARGET_PASS_SRC := build/surgery/transposes.py build/surgery/qdq_shapes.py build/surgery/qdq_matmul.py \
@@ -97,11 +100,42 @@ capi: $(STAMP)
 		-DPython3_EXECUTABLE=$(abspath $(BIN)/python) $(CAPI_ARGS)
 	cmake --build $(CAPI_BUILD)
 
+# --- serving on Triton Inference Server (docs/serving.md). tritonclient is the `serve` extra; tritonserver (2.51, with
+# the Python backend and the response cache) is unpacked from the nvidia-pytriton wheel into $(TRITON_DIR)/server, not
+# installed (the wheel requires numpy<2). The backend stub's Python env is $(TRITON_DIR)/env with numpy<2: the stub's
+# pybind11 predates numpy 2 and garbles tensors under it.
+SERVE_STAMP := $(VENV)/.installed-serve
+TRITON_DIR := $(VENV)/triton
+TRITON_REPO := $(ART)/triton
+TRITON_SRC := $(wildcard build/triton/*.py build/triton/templates/*.py)
+SERVE_ARGS ?=
+LOAD_ARGS ?=
+$(SERVE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[serve]'
+	rm -rf $(TRITON_DIR)/server
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt --target $(TRITON_DIR)/server nvidia-pytriton
+	cp $(TRITON_DIR)/server/pytriton/tritonserver/python_backend_stubs/$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')/triton_python_backend_stub \
+		$(TRITON_DIR)/server/pytriton/tritonserver/backends/python/
+	test -x $(TRITON_DIR)/env/bin/python || $(BIN)/python -m venv $(TRITON_DIR)/env
+	$(TRITON_DIR)/env/bin/pip install --quiet --disable-pip-version-check -c constraints.txt 'numpy<2' -e '.[cpu]'
+	$(BIN)/pip check
+	touch $@
+serve-setup: $(SERVE_STAMP)
+
+$(TRITON_REPO)/$(MODEL_NAME)/config.pbtxt: $(ART)/engines/$(TARGET)/manifest.json $(TRITON_SRC) $(SERVE_STAMP)
+	$(T2V) triton-repo --engines $(ART)/engines/$(TARGET) -o $(TRITON_REPO)
+
+serve: $(TRITON_REPO)/$(MODEL_NAME)/config.pbtxt
+	$(T2V) triton-serve --repo $(TRITON_REPO) $(SERVE_ARGS)
+
+serve-load: $(SERVE_STAMP) $(ART)/engines/$(TARGET)/manifest.json
+	$(BIN)/python -m t2vtrt.build.triton.load --engines $(ART)/engines/$(TARGET) --out $(ART)/reports $(LOAD_ARGS)
+
 # --- checks
-test: $(STAMP)
+test: $(STAMP) $(SERVE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(SERVE_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 compare: $(ART)/engines/$(TARGET)/manifest.json
@@ -135,6 +169,11 @@ $(REALSIZE_DIR)/model_index.json: $(STAMP) build/realsize.py
 	$(T2V) make-realsize-model --out $(REALSIZE_DIR)
 
 realsize-model: $(REALSIZE_DIR)/model_index.json
+
+# Not part of `make test`: hours of CPU and ~16 GB of RAM (docs/benchmarks.md has its figures and host).
+REALSIZE_ARGS ?=
+realsize: $(REALSIZE_DIR)/model_index.json
+	$(T2V) realsize --model $(REALSIZE_DIR) --artifacts $(ARTIFACTS) $(REALSIZE_ARGS)
 
 clean:
 	rm -rf $(ART)

@@ -29,6 +29,9 @@ from t2vtrt.runtime.files import temp_dir
 INLINE_BYTES = 64 << 10
 # Tensors from this size are written to the .data file (onnx.save's size_threshold); smaller stay in the graph.
 DATA_THRESHOLD = 1024
+# Protobuf cannot serialize a message over 2 GiB: past this many bytes of weights a graph is saved with its
+# weights in one <graph>.onnx.data (and checked by path, which is how the checker handles those).
+EXTERNAL_DATA_BYTES = 1_800_000_000
 # Offsets of tensors in the .data file are multiples of this, so ONNX Runtime can map them instead of copying.
 ALIGN = 64 << 10
 _CHUNK = 64 << 20  # bytes per read when copying between files: bounded memory for any tensor size
@@ -74,8 +77,26 @@ def weight_bytes(model: onnx.ModelProto) -> int:
     return sum(tensor_nbytes(t) for t in all_tensors(model))
 
 
-def load_graph(path: Path, inline_bytes: int | None = None) -> onnx.ModelProto:
-    """The model at `path`, small external tensors read in, large ones left on disk (absolute locations)."""
+def needs_external_data(path: Path) -> bool:
+    """Whether a saved graph (with its <graph>.onnx.data, if any) is past EXTERNAL_DATA_BYTES: tools that rewrite it
+    must write external data too."""
+    path, data = Path(path), data_path(Path(path))
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0) > EXTERNAL_DATA_BYTES
+
+
+def external_data_files(graph: Path) -> list[Path]:
+    """The files beside `graph` that hold its external weights, sorted by name (no weight is read)."""
+    model = onnx.load(str(graph), load_external_data=False)
+    names = {entry.value for tensor in all_tensors(model) if is_external(tensor)
+             for entry in tensor.external_data if entry.key == "location"}
+    return [Path(graph).parent / name for name in sorted(names)]
+
+
+def load_graph(path: Path, inline_bytes: int | None = None, missing_ok: bool = False) -> onnx.ModelProto:
+    """The model at `path`, small external tensors read in, large ones left on disk (absolute locations).
+
+    `missing_ok`: tensors whose data file is missing or short stay as they are, unread (for analyses that need
+    only shapes and types; the stage that copies the weights names the missing file)."""
     path = Path(path)
     if not path.is_file():
         raise T2VError(f"{path} is missing: run the stage that writes it first")
@@ -86,15 +107,13 @@ def load_graph(path: Path, inline_bytes: int | None = None) -> onnx.ModelProto:
     base = path.parent.resolve()
     limit = INLINE_BYTES if inline_bytes is None else inline_bytes
     for tensor in all_tensors(model):
-        if is_external(tensor):
-            _locate(tensor, base, path)
-            if tensor_nbytes(tensor) <= limit:
-                _inline(tensor)
+        if is_external(tensor) and _locate(tensor, base, path, missing_ok) and tensor_nbytes(tensor) <= limit:
+            _inline(tensor)
     return model
 
 
-def _locate(tensor: onnx.TensorProto, base: Path, graph: Path) -> None:
-    """Make the tensor's location absolute, checking that its bytes are there."""
+def _locate(tensor: onnx.TensorProto, base: Path, graph: Path, missing_ok: bool = False) -> bool:
+    """Make the tensor's location absolute, checking that its bytes are there (with `missing_ok`: False if not)."""
     entries = {entry.key: entry for entry in tensor.external_data}
     if "location" not in entries:
         raise T2VError(f"{graph}: tensor {tensor.name} has external data without a location: export the graph again")
@@ -102,8 +121,11 @@ def _locate(tensor: onnx.TensorProto, base: Path, graph: Path) -> None:
     entries["location"].value = str(file)
     found, offset, length = external_ref(tensor) if file.is_file() else (file, 0, 0)
     if not file.is_file() or file.stat().st_size < offset + length:
+        if missing_ok:
+            return False
         raise T2VError(f"{graph} is not a readable ONNX model: the weights of {tensor.name} are missing or truncated in "
                        f"{found}; copy the graph together with its data file(s), or export it again")
+    return True
 
 
 def externalize(model: onnx.ModelProto, spill: Path, threshold: int | None = None) -> onnx.ModelProto:
@@ -257,14 +279,16 @@ def _fill(tensor: onnx.TensorProto, fill: Fill | None) -> None:
         tensor.raw_data = filled
 
 
-def save_graph(model: onnx.ModelProto, out: Path, external: bool, fill: Fill | None = None) -> Path:
+def save_graph(model: onnx.ModelProto, out: Path, external: bool | None = None, fill: Fill | None = None) -> Path:
     """Check and write `model` to `out` atomically: one file, or `out` + one <out>.data (data lands first).
 
-    External tensors are copied from their files, a chunk at a time; `fill(tensor)` may give the bytes of a
-    stand-in tensor as it is written. The model's tensors are re-pointed (or inlined) as written, so do not
-    reuse `model` afterwards.
+    `external`: None decides by size (past EXTERNAL_DATA_BYTES of weights). External tensors are copied from
+    their files, a chunk at a time; `fill(tensor)` may give the bytes of a stand-in tensor as it is written.
+    The model's tensors are re-pointed (or inlined) as written, so do not reuse `model` afterwards.
     """
     out = Path(out)
+    if external is None:
+        external = weight_bytes(model) >= EXTERNAL_DATA_BYTES
     tensors = all_tensors(model)
     with temp_dir(out) as tmp:
         staged, data = tmp / out.name, data_path(tmp / out.name)

@@ -43,7 +43,7 @@ _SHAPES_CONFIG = json.loads((SHAPES_DIR / "train_config.json").read_text())
 EMBEDDED: dict[str, EmbeddedModel] = {
     "tiny": EmbeddedModel(
         family="unet3d",
-        description="random weights, ~1M denoiser parameters; fast tests and the default build",
+        description="random weights, ~1M denoiser parameters: the quickest build, for tests",
         seed=0,
         sizes={
             "text_encoder": {**_CLIP_TEXT, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
@@ -99,7 +99,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
     "shapes": EmbeddedModel(
         family="unet3d",
-        description="trained on synthetic colored shapes (build/shapes): follows color, shape and motion prompts",
+        description="trained on synthetic colored shapes (build/shapes): follows color, shape and motion prompts; the default build",
         seed=_SHAPES_CONFIG["seed"],
         sizes={part: {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()} for part, cfg in _SHAPES_CONFIG["model"].items()},
         shipped=SHAPES_DIR / "model",
@@ -121,6 +121,15 @@ class ModelRef:
     defaults: Defaults = field(default_factory=Defaults)
 
 
+def artifact_name(model: str) -> str:
+    """MODEL's folder under artifacts/: an embedded name as given, a model directory's resolved basename.
+
+    The one rule every command uses (the Makefile's MODEL_NAME restates it in Make; tests/test_makefile.py pins both).
+    """
+    path = Path(model).expanduser()
+    return model if os.sep not in model and not path.is_dir() else path.resolve().name
+
+
 def resolve_model(model: str, artifacts_root: Path) -> ModelRef:
     """Turn MODEL (an embedded name or a local path) into a ModelRef; make an embedded model if missing."""
     if model in EMBEDDED:
@@ -135,7 +144,7 @@ def resolve_model(model: str, artifacts_root: Path) -> ModelRef:
     path = check_model_arg(model)
     family = detect_family(path)
     family.check_layout(path)
-    return ModelRef(path.resolve().name, path.resolve(), family.NAME, None, family.default_ranges(), family.defaults())
+    return ModelRef(artifact_name(model), path.resolve(), family.NAME, None, family.default_ranges(), family.defaults())
 
 
 def check_model_arg(model: str) -> Path:
@@ -163,7 +172,7 @@ def detect_family_dir(path: Path) -> None:
 def _copy_shipped(shipped: Path, model_dir: Path) -> None:
     """Copy shipped weights to artifacts/<name>/model, again whenever the repo's copy changed (retrained)."""
     if not (shipped / "model_index.json").is_file():
-        raise T2VError(f"the shipped model {shipped} is missing: restore it from git or retrain it with `t2vtrt train-tiny`")
+        raise T2VError(f"the shipped model {shipped} is missing: restore it from git or retrain it with `t2vtrt train-shapes`")
     if (model_dir / "model_index.json").is_file() and model_hash(model_dir) == model_hash(shipped):
         return
     with atomic_dir(model_dir) as tmp:

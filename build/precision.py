@@ -40,8 +40,6 @@ KEEP_FP32_OPS = ("InstanceNormalization", "LayerNormalization", "GroupNormalizat
 # A node whose measured |input| or |output| exceeds this stays FP32 (ModelOpt's default: FP16 max is 65504,
 # and products of such values overflow long before).
 DATA_MAX = 512.0
-# Graphs above this are saved with their weights in one <graph>.onnx.data file (protobuf's 2 GB limit).
-EXTERNAL_DATA_BYTES = 1 << 30
 RECORD_VERSION = 1
 # Components that must skip FP16 (known FP16 overflow), per family: T5-family text encoders.
 ALWAYS_BF16: dict[str, tuple[str, ...]] = {}
@@ -323,8 +321,6 @@ def _overflowing_nodes(node_to_init: dict[str, list[Any]], init_max: float) -> s
 
 def _to_placeholders(model: Any) -> None:
     """Swap every weight still on disk for a 1-byte placeholder that records where its bytes are."""
-    from onnx import TensorProto
-
     from t2vtrt.build.graphfiles import external_ref, is_external
 
     for init in model.graph.initializer:
@@ -412,14 +408,14 @@ def _fold_weight_casts(model: Any, casts_before: set[str], convert_one: ConvertO
 
 
 def save_graph(model: Any, path: Path, fill: WeightFill | None = None) -> None:
-    """Save a graph; past EXTERNAL_DATA_BYTES of weights, into one <graph>.onnx.data file beside it.
+    """Save a graph; past graphfiles' EXTERNAL_DATA_BYTES of weights, into one <graph>.onnx.data file beside it.
 
     `fill` gives the bytes of placeholder weights (copied or converted as they are written)."""
-    from t2vtrt.build.graphfiles import save_graph as save, weight_bytes
+    from t2vtrt.build import graphfiles
 
     placeholders = [_placeholder(t) for t in model.graph.initializer]
-    weights = weight_bytes(model) + sum(r["length"] // (2 if r["to"] else 1) for r in placeholders if r)
-    save(model, path, external=weights > EXTERNAL_DATA_BYTES, fill=fill)
+    weights = graphfiles.weight_bytes(model) + sum(r["length"] // (2 if r["to"] else 1) for r in placeholders if r)
+    graphfiles.save_graph(model, path, external=weights >= graphfiles.EXTERNAL_DATA_BYTES, fill=fill)
 
 
 def _publish(staged: Path, out: Path) -> None:
@@ -452,18 +448,20 @@ def gate_variant(candidate: Path, reference: Path, precision: str, feeds: list[d
 
 
 def metrics(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """compare's four figures: relative L2, max |diff|, cosine, PSNR (peak = max of the reference, capped at 200)."""
+    """compare's four figures: relative L2, max |diff|, cosine, PSNR (peak = max of the reference, capped at PSNR_CAP_DB)."""
+    from t2vtrt.build.compare.metrics import PSNR_CAP_DB
+
     got64, ref64 = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
     diff = got64 - ref64
     ref_norm, got_norm = float(np.linalg.norm(ref64)), float(np.linalg.norm(got64))
     mse = float(np.mean(diff**2)) if np.isfinite(diff).all() else math.inf
     peak = float(np.max(ref64))
-    psnr = 200.0 if mse == 0 else (10 * math.log10(peak**2 / mse) if peak > 0 and math.isfinite(mse) else -math.inf)
+    psnr = PSNR_CAP_DB if mse == 0 else (10 * math.log10(peak**2 / mse) if peak > 0 and math.isfinite(mse) else -math.inf)
     return {
         "rel_l2": float(np.linalg.norm(diff)) / ref_norm if ref_norm > 0 else math.inf,
         "max_abs": float(np.max(np.abs(diff))),
         "cosine": float(got64 @ ref64) / (got_norm * ref_norm) if got_norm * ref_norm > 0 else 0.0,
-        "psnr": min(psnr, 200.0),
+        "psnr": min(psnr, PSNR_CAP_DB),
     }
 
 

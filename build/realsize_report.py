@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,19 +51,35 @@ def stage_commands(model_dir: Path, artifacts: Path, int8: bool, gpus: tuple[str
     return stages
 
 
+# Forks the stage from a fresh, small interpreter and reports the stage's own ru_maxrss. Linux carries a process's
+# peak RSS across exec, and a child forked from a large parent (a test runner, a notebook) starts at the parent's
+# RSS: measured from here, every stage would read at least this process's size.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(name: str, argv: list[str], log: Path, echo: Callable[[str], None]) -> StageRun:
     """Run one command with its output appended to `log`; wall time and the peak RSS of its process tree."""
     echo(f"realsize: {name}: {' '.join(argv)}")
-    start = time.monotonic()
-    with open(log, "a") as out:
-        out.write(f"\n=== {name}: {' '.join(argv)}\n")
-        out.flush()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code  # reaped by wait4: keep Popen from waiting again
-    run = StageRun(name, argv, round(wall, 1), int(usage.ru_maxrss) * 1024, code)  # ru_maxrss is KiB on Linux
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "maxrss"
+        start = time.monotonic()
+        with open(log, "a") as out:
+            out.write(f"\n=== {name}: {' '.join(argv)}\n")
+            out.flush()
+            code = subprocess.run([sys.executable, "-c", LAUNCHER, str(peak_file), *argv], stdout=out,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        wall = time.monotonic() - start
+        peak_kib = int(peak_file.read_text()) if peak_file.is_file() else 0  # ru_maxrss is KiB on Linux
+    run = StageRun(name, argv, round(wall, 1), peak_kib * 1024, code)
     echo(f"realsize: {name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {wall:.0f} s, peak RSS {run.peak_rss / GIB:.2f} GiB")
     return run
 

@@ -14,8 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-
-Feeds = dict[str, np.ndarray]
+from t2vtrt.runtime.backends import Feeds
 
 
 class MixedDenoiser:
@@ -134,8 +133,6 @@ def markdown(rows: dict[str, Any], title: str) -> str:
 def run_attribution(paths: Any, variant: str, prompt_count: int | None = None,
                     on_row: Callable[[str], None] | None = None) -> str:
     """Attribution of one quantized graph on the gate's held-out cases -> reports/int8_attribution.{json,md}."""
-    import json
-
     from t2vtrt.build.artifacts import read_export_info
     from t2vtrt.calibration.paths import CalibPaths
     from t2vtrt.calibration.prompts import load_prompts

@@ -10,13 +10,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_path
 from t2vtrt.runtime.manifest import Manifest
 from t2vtrt.runtime.pipeline import Pipeline
 
 META_KEY = "__meta__"
-Feeds = dict[str, np.ndarray]
 
 
 def timestep_of(feeds: Feeds) -> float:
@@ -66,24 +66,22 @@ class Capture:
 
 
 class Recorder:
-    """Stands in for the denoiser session: passes every call through and copies the feeds of kept calls."""
+    """A Pipeline.recording hook: copies the feeds of the kept denoiser calls (counted from 0)."""
 
-    def __init__(self, inner: Any, keep: set[int]) -> None:
-        self.inner, self.keep = inner, keep
+    def __init__(self, keep: set[int]) -> None:
+        self.keep = keep
         self.calls = 0
         self.kept: list[Feeds] = []
         self.kept_timesteps: list[float] = []
 
-    def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        """One denoiser call, recorded when its index is kept."""
+    def __call__(self, component: str, feeds: Feeds) -> None:
+        """One engine call; a denoiser call whose index is kept is copied."""
+        if component != "denoiser":
+            return
         if self.calls in self.keep:
             self.kept.append({k: np.array(v, copy=True) for k, v in feeds.items()})
             self.kept_timesteps.append(timestep_of(feeds))
         self.calls += 1
-        return self.inner.run(feeds)
-
-    def close(self) -> None:
-        """Closing is the owner's job (the wrapped session stays open)."""
 
 
 SELECTION_VERSION = 2  # 1 kept the first `samples` steps when samples < steps (no low-noise timesteps)
@@ -128,20 +126,16 @@ def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int,
         raise T2VError("calibration needs at least one prompt and one sample")
     settings = generation_settings(pipe.manifest)
     keep = select_steps(len(prompts), settings["steps"], samples)
-    inner = pipe.sessions["denoiser"]
     feeds: list[Feeds] = []
     timesteps: list[float] = []
-    try:
-        for index, prompt in enumerate(prompts):
-            recorder = Recorder(inner, keep[index])
-            pipe.sessions["denoiser"] = recorder  # observe the one loop rather than writing another
+    for index, prompt in enumerate(prompts):
+        recorder = Recorder(keep[index])
+        with pipe.recording(recorder):
             context = pipe.encode([prompt], [""], settings["guidance"] > 1.0)
             pipe.denoise(context, settings["steps"], settings["guidance"], settings["frames"], settings["height"],
                          settings["width"], seed + index, settings["sampler"], None, None)
-            feeds += recorder.kept
-            timesteps += recorder.kept_timesteps
-            if on_prompt:
-                on_prompt(index)
-    finally:
-        pipe.sessions["denoiser"] = inner
+        feeds += recorder.kept
+        timesteps += recorder.kept_timesteps
+        if on_prompt:
+            on_prompt(index)
     return Capture(feeds, {**settings, "seed": seed, "prompts": len(prompts), "samples": len(feeds), "timesteps": timesteps})

@@ -11,12 +11,12 @@ import numpy as np
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.calibration.graphs import run_first_output, session
-from t2vtrt.calibration.metrics import denoiser_metrics, psnr_per_frame
+from t2vtrt.calibration.metrics import denoiser_metrics
+from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.step_schedule import StepSchedule
 
 THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
-Feeds = dict[str, np.ndarray]
 ADHERENCE_GATED = ("color", "motion")  # the attributes the shapes model gets right in FP32 (shape does not)
 
 
@@ -103,9 +103,9 @@ def reference_videos(paths: ArtifactPaths, prompts: list[str], seeds: tuple[int,
 def video_metrics(videos: list[np.ndarray], cases: list[VideoCase], adherence: bool) -> dict[str, Any]:
     """Videos against their cases' FP32 videos: PSNR per frame, SSIM, and with `adherence` the drop in color/motion
     accuracy and the object's position/color error (the shapes world's analytic evaluator)."""
-    from t2vtrt.build.compare.frames import ssim_per_frame
+    from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
 
-    per_video = [psnr_per_frame(v, c.reference) for v, c in zip(videos, cases)]
+    per_video = [psnr_per_frame(c.reference, v).tolist() for v, c in zip(videos, cases)]
     frames = [v for video in per_video for v in video]
     ssim = [float(x) for v, c in zip(videos, cases) for x in ssim_per_frame(c.reference, v)]
     out: dict[str, Any] = {"psnr_db_per_frame": per_video, "psnr_db_min": min(frames), "psnr_db_mean": float(np.mean(frames)),

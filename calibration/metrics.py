@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-PSNR_CAP_DB = 100.0  # identical frames: report a finite number JSON can hold
-
 
 def rel_l2(x: np.ndarray, ref: np.ndarray) -> float:
     """||x - ref|| / ||ref|| over all elements."""
@@ -28,12 +26,3 @@ def denoiser_metrics(x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """rel_l2, cosine and max_abs of a denoiser output against FP32."""
     return {"rel_l2": rel_l2(x, ref), "cosine": cosine(x, ref), "max_abs": max_abs(x, ref)}
 
-
-def psnr_per_frame(video: np.ndarray, ref: np.ndarray) -> list[float]:
-    """PSNR in dB of each uint8 frame (..., H, W, 3) against the reference, capped at PSNR_CAP_DB."""
-    a = np.asarray(video, np.float64).reshape(-1, *video.shape[-3:])
-    b = np.asarray(ref, np.float64).reshape(-1, *ref.shape[-3:])
-    mse = ((a - b) ** 2).mean(axis=(1, 2, 3))
-    with np.errstate(divide="ignore"):
-        psnr = 10.0 * np.log10(255.0**2 / mse)
-    return [float(min(v, PSNR_CAP_DB)) for v in psnr]

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from t2vtrt.calibration.graphs import load_model, needs_external_data, save_model
+from t2vtrt.build.graphfiles import load_graph, needs_external_data, save_graph
 
 
 def _linear_dead_cast_cleanup() -> None:
@@ -88,10 +88,9 @@ def quantize_graph(source: str, output: str, data: str, samples: int, high_preci
             output_path=str(out),
             log_level="WARNING",
         )
-        model = load_model(out)
-    # With shared Q/DQ pairs a quantized tensor can also reach an excluded reader; make it read the float tensor.
-    model, rewired = unquantize_fallbacks(model, set(nodes_to_exclude))
-    save_model(model, Path(output))
+        # With shared Q/DQ pairs a quantized tensor can also reach an excluded reader; make it read the float tensor.
+        model, rewired = unquantize_fallbacks(load_graph(out), set(nodes_to_exclude))
+        save_graph(model, Path(output))  # inside the block: large weights are read from `work` as they are written
     return {"rewired_fallback_nodes": rewired}
 
 

@@ -44,14 +44,6 @@ def _initializers(model: Any) -> dict[str, Any]:
     return {t.name: t for t in model.graph.initializer}
 
 
-def activation_scales(model: Any) -> dict[str, float]:
-    """Activation tensor -> its per-tensor scale."""
-    from onnx import numpy_helper
-
-    inits = _initializers(model)
-    return {t: float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0]) for t, q in activation_quantizers(model).items()}
-
-
 def set_activation_scales(model: Any, scales: dict[str, float]) -> None:
     """Overwrite each activation quantizer's scale (keeping its dtype); every one must be given."""
     from onnx import numpy_helper
@@ -99,12 +91,14 @@ def _dequantized_initializer(model: Any, dq: Any, stored: dict[str, Any]) -> str
     """Add (once) a float32 initializer equal to what `dq` computes from its stored input; return its name."""
     from onnx import numpy_helper
 
+    from t2vtrt.build.graphfiles import read_array  # a weight may still be on disk
+
     name = f"{dq.output[0]}_float"
     if name in stored:
         return name
-    values = numpy_helper.to_array(stored[dq.input[0]]).astype(np.float64)
-    scale = numpy_helper.to_array(stored[dq.input[1]]).astype(np.float64)
-    zero = numpy_helper.to_array(stored[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
+    values = read_array(stored[dq.input[0]]).astype(np.float64)
+    scale = read_array(stored[dq.input[1]]).astype(np.float64)
+    zero = read_array(stored[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
     if np.ndim(scale) == 1 and values.ndim > 1:  # per channel: broadcast along `axis`
         shape = [1] * values.ndim

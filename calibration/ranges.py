@@ -13,12 +13,12 @@ import numpy as np
 from t2vtrt.calibration.entropy import entropy_amax
 from t2vtrt.calibration.mse import mse_amax
 from t2vtrt.calibration.graphs import batches, session
+from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import write_json
 
 METHODS = ("entropy", "max", "mse")
 RANGE_FIELDS = 2  # what each range holds (2: min, max, entropy_amax, mse_amax): older ranges.json are recomputed
-Feeds = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

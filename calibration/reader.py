@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-Feeds = dict[str, np.ndarray]
+from t2vtrt.runtime.backends import Feeds
 
 
 def crop_frames(feeds: list[Feeds], frame_axes: dict[str, int], frames: int | None) -> list[Feeds]:

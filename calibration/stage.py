@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 from t2vtrt.build.artifacts import ArtifactPaths, read_export_info
 from t2vtrt.build.families import get_family
+from t2vtrt.build.graphfiles import load_graph
 from t2vtrt.calibration import qdq
 from t2vtrt.calibration.cache import read_cache, write_cache
 from t2vtrt.calibration.capture import SELECTION_VERSION, Capture, capture, generation_settings
 from t2vtrt.calibration.gate import Thresholds, Verdict, judge, load_thresholds, reference_videos
-from t2vtrt.calibration.graphs import load_model, run_first_output, session
+from t2vtrt.calibration.graphs import run_first_output, session
 from t2vtrt.calibration.groups import Group, layer_groups
 from t2vtrt.calibration.isolate import Call, run_isolated
 from t2vtrt.calibration.paths import CalibPaths
@@ -116,7 +117,7 @@ def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Even
                           paths.root / "logs" / "modelopt-layout.log"))
         write_json(cp.layout_stamp, stamp)
     _emit(on_event, "modelopt placement", 1, 1)
-    return load_model(cp.layout)
+    return load_graph(cp.layout)
 
 
 def _calibrate_ranges(cp: CalibPaths, source: Any, layout: Any, calib: Capture, budget: Budget, method: str,
@@ -178,7 +179,7 @@ def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: s
     name, family = _model(paths)
     budget, limits = budget or load_budget(name), load_thresholds(name)
     method = method or budget.method
-    source = load_model(cp.source)
+    source = load_graph(cp.source)
     hand = load_plan(plan_file) if plan_file else None
     if hand:
         check_plan_nodes(hand, {n.name for n in source.graph.node}, str(cp.source))  # before the slow part
@@ -243,7 +244,7 @@ def run_quantize(paths: ArtifactPaths, cache_file: Path | None = None, gate: boo
     name, _ = _model(paths)
     budget, limits = budget or load_budget(name), load_thresholds(name)
     plan = load_plan(cp.plan)
-    check_plan_nodes(plan, {n.name for n in load_model(cp.source).graph.node}, str(cp.source))
+    check_plan_nodes(plan, {n.name for n in load_graph(cp.source).graph.node}, str(cp.source))
     excluded = fp16_nodes(plan)
     ranges, meta = load_ranges(cp.ranges)
     cache = Path(cache_file) if cache_file else cp.cache

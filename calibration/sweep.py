@@ -14,9 +14,9 @@ import numpy as np
 from t2vtrt.calibration.gate import Thresholds, denoiser_failures, evaluate_denoiser
 from t2vtrt.calibration.groups import Group
 from t2vtrt.calibration.qdq import strip_qdq
+from t2vtrt.runtime.backends import Feeds
 
 Measure = Callable[[set[str]], dict[str, float]]
-Feeds = dict[str, np.ndarray]
 
 
 def make_measure(all_quantized: Any, quantized: list[str], feeds: list[Feeds], reference: np.ndarray) -> Measure:

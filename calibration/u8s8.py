@@ -57,13 +57,13 @@ def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dic
     """Quantize `source` into `output` (atomic); `ranges` maps tensor -> [rmin, rmax]."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from t2vtrt.calibration.graphs import load_model, needs_external_data, save_model
+    from t2vtrt.build.graphfiles import load_graph, needs_external_data, save_graph
     from t2vtrt.calibration.qdq import activation_quantizers, unquantize_fallbacks
     from t2vtrt.calibration.reader import FeedReader, tool_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
     feeds = tool_feeds(data, samples, frame_axes, tool_frames)
-    float_matmuls = activation_matmuls(load_model(Path(source)))
+    float_matmuls = activation_matmuls(load_graph(Path(source)))
     overrides = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
     with tempfile.TemporaryDirectory(prefix="t2vtrt-u8s8.") as tmp:
         out = Path(tmp) / "u8s8.onnx"
@@ -83,12 +83,13 @@ def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dic
                            "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES},
             use_external_data_format=needs_external_data(Path(source)),
         )
-        model = load_model(out)
-    uncovered = sorted(set(activation_quantizers(model)) - set(ranges))
-    if uncovered:
-        raise T2VError(f"the U8S8 graph quantizes {len(uncovered)} tensors calibration has no range for, e.g. {uncovered[0]}")
-    # Output quantization shares Q/DQ pairs with every reader of a tensor, fallback nodes included.
-    model, rewired = unquantize_fallbacks(model, set(nodes_to_exclude) | set(float_matmuls))
-    save_model(model, Path(output))
-    return {"quantized_tensors": len(activation_quantizers(model)), "rewired_fallback_nodes": rewired,
+        model = load_graph(out)
+        uncovered = sorted(set(activation_quantizers(model)) - set(ranges))
+        if uncovered:
+            raise T2VError(f"the U8S8 graph quantizes {len(uncovered)} tensors calibration has no range for, e.g. {uncovered[0]}")
+        # Output quantization shares Q/DQ pairs with every reader of a tensor, fallback nodes included.
+        model, rewired = unquantize_fallbacks(model, set(nodes_to_exclude) | set(float_matmuls))
+        quantized = len(activation_quantizers(model))
+        save_graph(model, Path(output))  # inside the block: large weights are read from `tmp` as they are written
+    return {"quantized_tensors": quantized, "rewired_fallback_nodes": rewired,
             "float_activation_matmuls": len(float_matmuls)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, overload
 
 import numpy as np
 
@@ -60,6 +60,14 @@ def _failure(status: Status, exc: BaseException) -> Result:
     if isinstance(exc, MemoryError):
         return int(Status.OUT_OF_MEMORY), "out of memory: " + (_one_line(exc) if str(exc) else "free memory or use smaller sizes"), None
     return int(status), _one_line(exc), None
+
+
+@overload
+def _text(raw: bytes | None, what: str, default: str) -> str: ...
+
+
+@overload
+def _text(raw: bytes | None, what: str, default: None) -> str | None: ...
 
 
 def _text(raw: bytes | None, what: str, default: str | None) -> str | None:

@@ -6,15 +6,16 @@ config); nothing here knows which family built the engines.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
-from t2vtrt.runtime.backends import CheckedSession, open_session
+from t2vtrt.runtime.backends import CheckedSession, Feeds, open_session
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import Manifest, load_manifest
 from t2vtrt.runtime.request import resolve_request
@@ -25,6 +26,7 @@ from t2vtrt.runtime.tokenizer import PromptTokenizer
 
 COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
 StepCallback = Callable[[int, int], None]  # (step index, total steps)
+EngineCallHook = Callable[[str, Feeds], None]  # (component, its inputs), told before each engine call
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Pipeline:
     """
 
     def __init__(self, manifest: Manifest, precision: str | None = None, low_vram: bool = False,
-                 schedule: StepSchedule | bool | None = None, **backend_options: Any) -> None:
+                 schedule: StepSchedule | Literal[False] | None = None, **backend_options: Any) -> None:
         """`schedule`: None = the denoiser variant's own step schedule (manifest), False = none, or one to use."""
         self.manifest = manifest
         self.precision = precision
@@ -89,6 +91,7 @@ class Pipeline:
         self._calls = threading.local()  # per thread, a stack of the calls in progress (a callback may start another)
         self._lock = threading.Lock()  # guards sessions and _users: calls on several threads share them
         self._users: dict[str, int] = {}  # --low-vram: how many calls hold each open engine
+        self._recorders: list[EngineCallHook] = []
         self.schedule = self._step_schedule(schedule)
         if not low_vram:
             for name in COMPONENTS:
@@ -96,7 +99,7 @@ class Pipeline:
             if self.schedule:
                 self._session("denoiser", self.schedule.fallback)
 
-    def _step_schedule(self, schedule: StepSchedule | bool | None) -> StepSchedule | None:
+    def _step_schedule(self, schedule: StepSchedule | Literal[False] | None) -> StepSchedule | None:
         """The denoiser's per-step variant schedule in force, its fallback checked against the built variants."""
         if schedule is None:
             variant = self.manifest.variant("denoiser", self.precision)
@@ -126,8 +129,23 @@ class Pipeline:
                 self._users[key] = self._users.get(key, 0) + 1
             return self.sessions[key]
 
-    def _run(self, name: str, feeds: dict[str, np.ndarray], precision: str | None = None) -> dict[str, np.ndarray]:
+    @contextlib.contextmanager
+    def recording(self, hook: EngineCallHook) -> Iterator[None]:
+        """Tell `hook(component, feeds)` before every engine call while the block runs.
+
+        Offline tools (calibration's capture, compare's reference) observe this one loop rather than writing
+        another. The feeds are the call's own arrays: a hook that keeps them copies them.
+        """
+        self._recorders.append(hook)
+        try:
+            yield
+        finally:
+            self._recorders.remove(hook)
+
+    def _run(self, name: str, feeds: Feeds, precision: str | None = None) -> Feeds:
         """Run a component, timed and checked for NaN/Inf."""
+        for hook in self._recorders:
+            hook(name, feeds)
         start = time.perf_counter()
         outputs = self._session(name, precision).run(feeds)
         self._call_timings().engine_s[name] += time.perf_counter() - start

@@ -74,7 +74,7 @@ def _write_clip(frames: np.ndarray, path: Path, fps: int, suffix: str) -> None:
             with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", quality=8,
                                     pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="quiet") as writer:
                 for frame in frames:
-                    writer.append_data(frame)
+                    writer.append_data(frame)  # type: ignore[attr-defined]  # the FFMPEG plugin's writer has it; the stubs' base class does not
         except (OSError, RuntimeError, ValueError) as exc:  # ffmpeg died or its pipe broke (e.g. the disk filled)
             raise T2VError(f"the video encoder (ffmpeg) failed writing {path.name}: {_first_line(exc)}; "
                            "check free disk space and run it again") from exc
@@ -133,7 +133,7 @@ def _sequence(path: Path) -> list[Path]:
 
 
 def read_video(path: str | Path) -> np.ndarray:
-    """Read a clip back as uint8 (F, H, W, 3): tests and compare use it."""
+    """Read a clip back as uint8 (F, H, W, 3): the writer checks with it that the whole clip landed."""
     import imageio.v2 as imageio
 
     return np.stack([np.asarray(f)[..., :3] for f in imageio.mimread(str(path), memtest=False)])

@@ -4,46 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from t2vtrt.build.artifacts import build_lock
 from t2vtrt.runtime.errors import T2VError, os_error
 
 ARTIFACTS = Path("artifacts")
 
 
-def _artifact_paths(model: str, artifacts: Path):  # type: ignore[no-untyped-def]
-    """artifacts/<name> for an embedded name or a model directory (its basename)."""
-    from t2vtrt.build.artifacts import ArtifactPaths
-
-    name = model if "/" not in model and not Path(model).is_dir() else Path(model).resolve().name
-    return ArtifactPaths(artifacts / name)
-
-
-def _built_paths(model: str, artifacts: Path):  # type: ignore[no-untyped-def]
-    """artifacts/<name> of a model that export has run for; refused before any lock or folder is made."""
-    paths = _artifact_paths(model, artifacts)
-    if not paths.root.is_dir():
-        from t2vtrt.build.models import EMBEDDED
-
-        raise T2VError(f"no artifacts for model {model!r} under {artifacts}: run `t2vtrt export --model {model}` first "
-                       f"(embedded models: {', '.join(sorted(EMBEDDED))}; or a diffusers directory)")
-    return paths
-
-
-def _check_model(model: str) -> None:
-    """Refuse an unknown MODEL before the build lock makes artifacts/.locks/<name>.lock for it."""
-    from t2vtrt.build.models import EMBEDDED, check_model_arg
-
-    if model not in EMBEDDED:
-        check_model_arg(model)
-
-
-model_option = click.option("--model", "-m", default="shapes", show_default=True, help="Embedded model name (shapes, tiny, bench) or a local diffusers directory.")
-artifacts_option = click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True, help="Root of all generated files.")
+model_option = click.option("--model", "-m", default="shapes", show_default=True,
+                            help="Embedded model name (shapes, tiny, bench) or a local diffusers directory.")
+artifacts_option = click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True,
+                                help="Root of all generated files.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,15 +35,9 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 @click.pass_context
 def export(ctx: click.Context, model: str, artifacts: Path, exporter: str | None) -> None:
     """Export text_encoder, denoiser and vae_decoder to ONNX (onnx/*.onnx + export.json)."""
-    from t2vtrt.build.export import run_export
-    from t2vtrt.build.progress import record_stage, task_bar
+    from t2vtrt.build import stages
 
-    _check_model(model)
-    start = time.perf_counter()
-    with build_lock(_artifact_paths(model, artifacts).root), task_bar("export", 3, ctx.obj["quiet"]) as advance:
-        info = run_export(model, artifacts, on_done=lambda name, s: advance(f"{name} {s:.1f}s"), exporter=exporter)
-    paths = _artifact_paths(info["model"]["name"], artifacts)
-    record_stage(paths.root, "1-export", time.perf_counter() - start, [paths.onnx(c) for c in info["components"]])
+    stages.export(model, artifacts, ctx.obj["quiet"], exporter)
 
 
 @cli.command()
@@ -80,40 +47,32 @@ def export(ctx: click.Context, model: str, artifacts: Path, exporter: str | None
 @click.pass_context
 def surgery(ctx: click.Context, model: str, artifacts: Path, passes: str | None) -> None:
     """Patch the exported graphs with onnx-graphsurgeon passes (onnx/*.opt.onnx + surgery.json)."""
-    from t2vtrt.build.progress import record_stage, task_bar
-    from t2vtrt.build.surgery.stage import run_surgery_stage
+    from t2vtrt.build import stages
 
-    paths = _built_paths(model, artifacts)
-    start = time.perf_counter()
-    with build_lock(paths.root), task_bar("surgery", 3, ctx.obj["quiet"]) as advance:
-        report = run_surgery_stage(paths, passes.split(",") if passes else None, on_done=advance)
-    record_stage(paths.root, "2-surgery", time.perf_counter() - start, [paths.onnx(c, "opt") for c in report["components"]])
+    stages.surgery(model, artifacts, ctx.obj["quiet"], passes.split(",") if passes else None)
 
 
 @cli.command()
 @model_option
 @artifacts_option
 @click.option("--gpu", default="auto", show_default=True, help="auto (detect; cpu when no GPU), cpu, or a GPU profile name (see `t2vtrt gpus`).")
-@click.option("--dry-run", is_flag=True, help="GPU targets: print and write engines/<gpu>/plan.json (sources, profiles, VRAM estimate); build nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="GPU targets: print and write engines/<gpu>/plan.json (sources, profiles, VRAM estimate); build nothing.")
 @click.option("--low-vram", is_flag=True, help="GPU targets: plan for loading one stage's engine at a time (the runtime's --low-vram).")
-@click.option("--version-compatible", is_flag=True, help="GPU targets: version-compatible engines (each embeds its lean runtime; runs on this TensorRT or any later one).")
+@click.option("--version-compatible", is_flag=True,
+              help="GPU targets: version-compatible engines (each embeds its lean runtime; runs on this TensorRT or any later one).")
 @click.option("--hardware-compat", type=click.Choice(["none", "ampere_plus", "same_compute_capability"]), default=None,
               help="GPU targets: TensorRT hardware-compatibility level (default: the GPU profile's).")
 @click.pass_context
 def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str, dry_run: bool, low_vram: bool,
             version_compatible: bool, hardware_compat: str | None) -> None:
     """Build the target directory: engines/<target>/ with manifest.json."""
-    from t2vtrt.build.engines import build_engines, resolve_target
-    from t2vtrt.build.progress import record_stage
+    from t2vtrt.build import stages
+    from t2vtrt.build.engines import resolve_target
 
-    paths = _built_paths(model, artifacts)
-    target = resolve_target(gpu)
-    start = time.perf_counter()
-    with build_lock(paths.root):
-        manifest = build_engines(paths, target, quiet=ctx.obj["quiet"], dry_run=dry_run, low_vram=low_vram,
-                                 version_compatible=version_compatible, hardware_compat=hardware_compat)
-    files = sorted(manifest.parent.iterdir())
-    record_stage(paths.root, f"3-engines-{target}", time.perf_counter() - start, files)
+    stages.built_paths(model, artifacts)  # an unbuilt model is refused before the GPU is probed
+    manifest = stages.engines(model, artifacts, resolve_target(gpu), ctx.obj["quiet"], dry_run, low_vram, version_compatible,
+                              hardware_compat)
     click.echo(str(manifest))
 
 
@@ -123,9 +82,11 @@ def engines(ctx: click.Context, model: str, artifacts: Path, gpu: str, dry_run: 
 @click.pass_context
 def summary(ctx: click.Context, model: str, artifacts: Path) -> None:
     """Print files, sizes and time per stage of the last build."""
-    from t2vtrt.build.progress import console, summary_table
+    from t2vtrt.build.stage_record import summary_table
+    from t2vtrt.build.stages import built_paths
+    from t2vtrt.build.task_progress import console
 
-    root = _built_paths(model, artifacts).root
+    root = built_paths(model, artifacts).root
     if not (root / "logs").is_dir() or not any((root / "logs").glob("*.json")):
         raise T2VError(f"no build of model {model!r} has finished under {artifacts}: run `make engines MODEL={model}` first")
     if not ctx.obj["quiet"]:
@@ -153,7 +114,7 @@ def generate(ctx: click.Context, prompt: str, engines_dir: Path, output: Path, s
              negative_prompt: str, precision: str | None, low_vram: bool, fps: int | None) -> None:
     """Generate a video from PROMPT with the engines in --engines."""
     from t2vtrt.runtime.pipeline import Pipeline
-    from t2vtrt.runtime.progress import step_bar
+    from t2vtrt.runtime.step_progress import step_bar
     from t2vtrt.runtime.video import check_output, check_fps, write_video
 
     check_output(output)  # before minutes of denoising, not after
@@ -228,9 +189,10 @@ def compare(ctx: click.Context, model: str, artifacts: Path, gpu: str, engines_d
     from t2vtrt.build.compare import load_tolerances, run_compare
     from t2vtrt.build.compare.capture import load_eval_set
     from t2vtrt.build.engines import resolve_target
-    from t2vtrt.build.progress import task_bar
+    from t2vtrt.build.stages import artifact_paths
+    from t2vtrt.build.task_progress import task_bar
 
-    paths = None if engines_dir else _artifact_paths(model, artifacts)
+    paths = None if engines_dir else artifact_paths(model, artifacts)
     target_dir = engines_dir or paths.engines_dir(resolve_target(gpu))
     with task_bar("compare", 5, ctx.obj["quiet"]) as advance:
         run = run_compare(target_dir, paths, load_tolerances(tolerances), load_eval_set(eval_file) if eval_file else None, golden_dir, save_golden,
@@ -252,7 +214,7 @@ def nightly(ctx: click.Context, model: str, artifacts: Path, gpu: str, bench: bo
     """Rebuild every stage from scratch, compare, bench, append history.jsonl; promote to latest only when it passes."""
     from t2vtrt.build.compare import load_tolerances
     from t2vtrt.build.engines import resolve_target
-    from t2vtrt.build.nightly.run import bench_module, run_nightly
+    from t2vtrt.build.nightly.run import bench_module, run_nightly  # nightly runs the stages through build/stages.py
 
     target = resolve_target(gpu)
     say = (lambda s: None) if ctx.obj["quiet"] else (lambda s: click.echo(f"nightly: {s}", err=True))
@@ -278,7 +240,8 @@ def _gate_exit(what: str, passed: bool, failures: list[str], where: Path) -> Non
 @artifacts_option
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A hand-edited precision_plan.json to use instead of the sensitivity sweep.")
-@click.option("--method", default=None, help="Activation ranges: mse (least expected INT8 error), entropy (KL over 2048-bin histograms) or max (default: budgets.json's, mse).")
+@click.option("--method", default=None,
+              help="Activation ranges: mse (least expected INT8 error), entropy (KL over 2048-bin histograms) or max (default: budgets.json's, mse).")
 @click.option("--samples", type=int, default=None, help="Denoiser calls to capture (default: calibration/budgets.json).")
 @click.option("--seed", type=int, default=None, help="Seed of the captured runs (default: calibration/budgets.json).")
 @click.option("--trt-version", default=None, help="TensorRT version written in the calibration cache header (default: installed, else 10.13.0).")
@@ -286,21 +249,10 @@ def _gate_exit(what: str, passed: bool, failures: list[str], where: Path) -> Non
 def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path | None, method: str | None, samples: int | None,
               seed: int | None, trt_version: str | None) -> None:
     """Capture denoiser inputs, calibrate INT8 scales, decide FP16 fallbacks (calib/: denoiser.npz, denoiser.cache, precision_plan.json)."""
-    from t2vtrt.build.progress import record_stage
-    from t2vtrt.calibration.progress import phase_bars
-    from t2vtrt.calibration.settings import load_budget
-    from t2vtrt.calibration.stage import run_calibrate
+    from t2vtrt.build import stages
 
-    paths = _built_paths(model, artifacts)
-    budget = load_budget(paths.root.name).with_overrides(samples=samples, seed=seed)
-    with build_lock(paths.root), phase_bars(ctx.obj["quiet"]) as on_event:
-        done = run_calibrate(paths, plan_file, method, budget, on_event, trt_version)
-    calib = paths.calib_dir
-    record_stage(paths.root, "2b-calibrate", done["seconds"],
-                 [calib / f for f in ("denoiser.npz", "denoiser_eval.npz", "ranges.json", "denoiser.cache", "precision_plan.json")])
-    result = done["result"]
-    click.echo(f"{done['plan']}  rel L2 {result['rel_l2']:.4f}  cosine {result['cosine']:.5f}  ranges: {done['calibration']['method']}, "
-               f"entropy != max on {done['calibration']['entropy_differs_from_max']}/{done['calibration']['tensors']} tensors")
+    done = stages.calibrate(model, artifacts, ctx.obj["quiet"], plan_file, method, samples, seed, trt_version)
+    click.echo(stages.calibrate_line(done))
 
 
 @cli.command()
@@ -311,25 +263,10 @@ def calibrate(ctx: click.Context, model: str, artifacts: Path, plan_file: Path |
 @click.pass_context
 def quantize(ctx: click.Context, model: str, artifacts: Path, cache_file: Path | None) -> None:
     """Write onnx/denoiser.int8{,-cpuverify,-u8s8}.onnx from the plan and scales, gated against FP32."""
-    from t2vtrt.build.progress import record_stage
-    from t2vtrt.calibration.progress import phase_bars
-    from t2vtrt.calibration.stage import run_quantize
+    from t2vtrt.build import stages
 
-    from t2vtrt.build.provenance import quantize_inputs, record_quantized
-
-    paths = _built_paths(model, artifacts)
-    with build_lock(paths.root), phase_bars(ctx.obj["quiet"]) as on_event:
-        made_from = quantize_inputs(paths)
-        report = run_quantize(paths, cache_file, on_event=on_event)
-        record_quantized(paths, made_from)
-    record_stage(paths.root, "2c-quantize", report["seconds"],
-                 [paths.onnx("denoiser", k) for k in ("int8", "int8-cpuverify", "int8-u8s8")])
-    for verdict in report["variants"]:
-        den, video = verdict["denoiser"], verdict["video"]
-        steps = f"  first {verdict['float_steps']} of {verdict['steps']} steps in FP32" if verdict.get("float_steps") else ""
-        click.echo(f"{verdict['variant']}: rel L2 {den['rel_l2']:.4f} cosine {den['cosine']:.5f}"
-                   + (f" video PSNR min {video['psnr_db_min']:.1f} dB SSIM min {video['ssim_min']:.3f}" if video else "")
-                   + steps + "  PASSED")
+    for line in stages.quantize_lines(stages.quantize(model, artifacts, ctx.obj["quiet"], cache_file)):
+        click.echo(line)
 
 
 @cli.command("int8-attribution")
@@ -341,21 +278,25 @@ def quantize(ctx: click.Context, model: str, artifacts: Path, cache_file: Path |
 @click.pass_context
 def int8_attribution(ctx: click.Context, model: str, artifacts: Path, variant: str, prompt_count: int | None) -> None:
     """Where INT8 error comes from, on the videos: each sampler step alone, the first k steps in FP32, each CFG branch."""
+    from t2vtrt.build.artifacts import build_lock
+    from t2vtrt.build.stages import built_paths
     from t2vtrt.calibration.attribution import run_attribution
 
-    paths = _built_paths(model, artifacts)
+    paths = built_paths(model, artifacts)
     with build_lock(paths.root):
         report = run_attribution(paths, variant, prompt_count, on_row=None if ctx.obj["quiet"] else lambda r: click.echo(r, err=True))
     click.echo(report)
 
 
-@cli.command("train-tiny")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Training config (default: build/shapes/train_config.json).")
+@cli.command("train-shapes")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Training config (default: build/shapes/train_config.json).")
 @click.option("--work", type=click.Path(path_type=Path), default=Path("artifacts/shapes-train"), show_default=True,
               help="Checkpoints, loss logs and caches; rerun with the same --work to resume.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where the trained model goes (default: build/shapes/model, the shipped copy).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where the trained model goes (default: build/shapes/model, the shipped copy).")
 @click.pass_context
-def train_tiny(ctx: click.Context, config: Path | None, work: Path, out: Path | None) -> None:
+def train_shapes(ctx: click.Context, config: Path | None, work: Path, out: Path | None) -> None:
     """Train the embedded `shapes` model (VAE, then UNet3D) on synthetic clips; resumable."""
     from t2vtrt.build.shapes import train
 
@@ -377,8 +318,8 @@ def train_tiny(ctx: click.Context, config: Path | None, work: Path, out: Path | 
 def eval_adherence(ctx: click.Context, engines_dir: Path, prompt_set: str, steps: int, guidance: float, seeds: int,
                    precision: str | None, json_out: Path | None, gate: float | None) -> None:
     """Prompt adherence of the `shapes` model: detected color, shape and motion vs the prompt, per attribute."""
-    from t2vtrt.build.progress import task_bar
     from t2vtrt.build.shapes import adherence, data
+    from t2vtrt.build.task_progress import task_bar
     from t2vtrt.runtime.files import write_json
     from t2vtrt.runtime.pipeline import Pipeline
 
@@ -408,6 +349,85 @@ def make_realsize_model(out: Path, seed: int) -> None:
 
     result = make(out, seed)
     click.echo(f"{result['path']}: " + ", ".join(f"{k} {v / 1e6:,.1f}M parameters" for k, v in result["parameters"].items()))
+
+
+@cli.command("realsize")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The real-size model directory (`make realsize-model` writes one).")
+@artifacts_option
+@click.option("--int8/--no-int8", default=True, show_default=True, help="Run calibration (INT8) before the cpu engines.")
+@click.option("--gpus", default="rtx3060,rtx4060,rtx4090", show_default=True, help="GPU profiles to dry-run plan.")
+def realsize(model_dir: Path, artifacts: Path, int8: bool, gpus: str) -> None:
+    """Every stage on a real-size model, timed with peak RSS, plus dry-run VRAM plans -> reports/realsize.{json,md}."""
+    from t2vtrt.build.realsize_report import run_all
+
+    report = run_all(model_dir, artifacts, int8, tuple(g for g in gpus.split(",") if g))
+    click.echo(report["log"].replace(".log", ".md"))
+
+
+@cli.command("triton-repo")
+@click.option("--engines", "engines_dir", required=True, type=click.Path(path_type=Path), help="A built target directory (holds manifest.json).")
+@click.option("--output", "-o", "repo", required=True, type=click.Path(path_type=Path),
+              help="The model repository folder (created; other models in it are kept).")
+@click.option("--name", default=None, help="Triton model name (default: the manifest's model name).")
+@click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True,
+              help="Model version folder to write or replace; others stay (A/B rollouts).")
+@click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="Model instances (processes) per device.")
+@click.option("--precision", default=None, help="Denoiser precision this version runs: fp32, int8, ... (default: the manifest's).")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True, help="ONNX Runtime threads per instance (0: every core).")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,
+              help="Let Triton gather requests into denoiser batches.")
+@click.option("--max-queue-delay-ms", type=click.FloatRange(0), default=20.0, show_default=True,
+              help="How long a request may wait for others to fill a batch.")
+@click.option("--max-queue-size", type=click.IntRange(0), default=32, show_default=True,
+              help="Queued requests beyond this are rejected at once (0: unbounded).")
+@click.option("--queue-timeout-ms", type=click.IntRange(0), default=0, show_default=True,
+              help="Reject a request queued longer than this (0: never; clients may set their own).")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Answer identical requests from the server's response cache.")
+@click.option("--python-env", default="auto", show_default=True,
+              help="EXECUTION_ENV_PATH for the Python backend: auto (the env `make serve-setup` makes, if present), "
+                   "none (the server's own Python) or a virtualenv folder.")
+def triton_repo(engines_dir: Path, repo: Path, name: str | None, version: int, instances: int, precision: str | None, threads: int,
+                dynamic_batching: bool, max_queue_delay_ms: float, max_queue_size: int, queue_timeout_ms: int, cache: bool,
+                python_env: str) -> None:
+    """Write a Triton Inference Server model repository that serves --engines (docs/serving.md)."""
+    from t2vtrt.build.triton.config import ServeSettings
+    from t2vtrt.build.triton.repository import resolve_python_env, write_repository
+
+    settings = ServeSettings(name=name, version=version, instances=instances, dynamic_batching=dynamic_batching,
+                             max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
+                             queue_timeout_ms=queue_timeout_ms, cache=cache, precision=precision, threads=threads,
+                             python_env=resolve_python_env(python_env))
+    written = write_repository(engines_dir, repo, settings)
+    click.echo(f"{written.version_dir}  model {written.name!r} version {written.version}; config {written.config}")
+
+
+@cli.command("triton-serve")
+@click.option("--repo", required=True, type=click.Path(path_type=Path, file_okay=False), help="A model repository written by `t2vtrt triton-repo`.")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option("--cache-mb", type=click.IntRange(0), default=256, show_default=True, help="Response cache size (0: no cache).")
+@click.option("--server", "binary", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A tritonserver binary (default: $T2V_TRITONSERVER, PATH, then the one `make serve-setup` installs).")
+def triton_serve(repo: Path, http_port: int, grpc_port: int, metrics_port: int, cache_mb: int, binary: Path | None) -> None:
+    """Run tritonserver on loopback over --repo until Ctrl-C (its log goes to REPO/../triton-server.log)."""
+    import signal
+
+    from t2vtrt.build.triton.server import LocalServer, Ports
+
+    if not (repo / ".").is_dir() or not any(repo.glob("*/config.pbtxt")):
+        raise T2VError(f"{repo} holds no model (no */config.pbtxt): write one with `t2vtrt triton-repo --engines DIR -o {repo}`")
+    server = LocalServer(repo, repo.resolve().parent / "triton-server.log", Ports(http_port, grpc_port, metrics_port), cache_mb, binary)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the server too, as Ctrl-C does
+    with server:
+        click.echo(f"tritonserver ready: http://{server.http_url} (KServe v2), grpc 127.0.0.1:{grpc_port}, metrics {server.metrics_url}; "
+                   f"log {server.log_file}; Ctrl-C stops it")
+        try:
+            code = server.process.wait()  # type: ignore[union-attr]
+        except KeyboardInterrupt:
+            return
+    raise T2VError(f"tritonserver exited with code {code}: {server.log_tail()} (full log: {server.log_file})")
 
 
 def main() -> None:

@@ -41,7 +41,8 @@ def test_empty_prompt(tiny_engines: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.mp4").exists()
 
 
-@pytest.mark.parametrize(("flag", "value", "name"), [("--frames", "17", "frames=17"), ("--height", "256", "height=256"), ("--width", "16", "width=16")])
+@pytest.mark.parametrize(("flag", "value", "name"),
+                         [("--frames", "17", "frames=17"), ("--height", "256", "height=256"), ("--width", "16", "width=16")])
 def test_sizes_outside_the_built_ranges(tiny_engines: Path, tmp_path: Path, flag: str, value: str, name: str) -> None:
     """Frames/height/width outside the manifest's ranges: one line naming the value and the range."""
     result = t2vtrt("generate", PROMPT, "--engines", str(tiny_engines), "-o", str(tmp_path / "x.mp4"), flag, value)

@@ -68,3 +68,24 @@ def test_shared_passes_do_not_import_target_only_modules() -> None:
         imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
                     if isinstance(node, ast.ImportFrom) and node.module}
         assert not {m.rsplit(".", 1)[-1] for m in imported} & target_only, path.name
+
+
+def make_model_name(model: str) -> str:
+    """The Makefile's MODEL_NAME for MODEL (what its file targets are under)."""
+    rule = "print-model-name: ; @echo $(MODEL_NAME)"
+    result = subprocess.run(["make", "-s", "-C", str(REPO), f"--eval={rule}", "print-model-name", f"MODEL={model}",
+                             "VENV=/nonexistent"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_make_model_name_is_the_cli_artifact_name(tmp_path: Path) -> None:
+    """MODEL_NAME restates build.models.artifact_name in Make: both name every kind of MODEL alike."""
+    from t2vtrt.build.models import artifact_name
+
+    model = tmp_path / "my-model.v2"
+    model.mkdir()
+    (tmp_path / "linked").symlink_to(model, target_is_directory=True)
+    for given in ("shapes", "tiny", str(model), f"{model}/", str(tmp_path / "linked")):
+        assert make_model_name(given) == artifact_name(given), given

@@ -8,7 +8,8 @@ Thresholds live in tolerances.toml, the prompts and seeds in eval.toml: data, no
 """
 
 from t2vtrt.build.compare.golden import Golden, load_golden, save_golden
-from t2vtrt.build.compare.stage import CompareRun, run_compare
+from t2vtrt.build.compare.run import CompareRun
+from t2vtrt.build.compare.stage import run_compare
 from t2vtrt.build.compare.tolerances import load_tolerances
 
 __all__ = ["CompareRun", "Golden", "load_golden", "load_tolerances", "run_compare", "save_golden"]

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths
+from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_path
 from t2vtrt.runtime.manifest import Manifest
-from t2vtrt.runtime.pipeline import Pipeline
+from t2vtrt.runtime.pipeline import EngineCallHook, Pipeline
 
 EVAL_PATH = Path(__file__).with_name("eval.toml")
-Feeds = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,11 @@ def load_eval_set(path: str | Path | None = None) -> EvalSet:
 
 
 @dataclass
-class Capture:
+class ReferenceCapture:
     """What the reference pipeline saw and made: per component a list of feed dicts, per case a video."""
 
     inputs: dict[str, list[Feeds]] = field(default_factory=lambda: {c: [] for c in COMPONENTS})
     videos: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class RecordingPipeline(Pipeline):
-    """The runtime's own loop, keeping a copy of every engine call's inputs."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.recorded: dict[str, list[Feeds]] = {c: [] for c in COMPONENTS}
-        super().__init__(*args, **kwargs)
-
-    def _run(self, name: str, feeds: dict[str, np.ndarray], *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
-        """Record, then run."""
-        self.recorded[name].append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return super()._run(name, feeds, *args, **kwargs)
 
 
 def reference_manifest(manifest: Manifest, paths: ArtifactPaths) -> Manifest:
@@ -95,21 +82,30 @@ def reference_manifest(manifest: Manifest, paths: ArtifactPaths) -> Manifest:
     return Manifest(data, manifest.root)
 
 
-def capture_reference(manifest: Manifest, paths: ArtifactPaths, eval_set: EvalSet) -> Capture:
+def capture_reference(manifest: Manifest, paths: ArtifactPaths, eval_set: EvalSet) -> ReferenceCapture:
     """Run the reference pipeline on every case: record graph inputs, keep the videos."""
-    pipe = RecordingPipeline(reference_manifest(manifest, paths), precision="fp32")
-    capture = Capture()
+    pipe = Pipeline(reference_manifest(manifest, paths), precision="fp32")
+    capture = ReferenceCapture()
     try:
         for key, prompt, seed in eval_set.cases():
-            pipe.recorded = {c: [] for c in COMPONENTS}
-            capture.videos[key] = pipe(prompt, negative_prompt=eval_set.negative_prompt, steps=eval_set.steps, seed=seed)
-            denoiser = pipe.recorded["denoiser"]
-            capture.inputs["text_encoder"] += pipe.recorded["text_encoder"]
+            recorded: dict[str, list[Feeds]] = {c: [] for c in COMPONENTS}
+            with pipe.recording(_keep_into(recorded)):
+                capture.videos[key] = pipe(prompt, negative_prompt=eval_set.negative_prompt, steps=eval_set.steps, seed=seed)
+            denoiser = recorded["denoiser"]
+            capture.inputs["text_encoder"] += recorded["text_encoder"]
             capture.inputs["denoiser"] += [denoiser[i] for i in _spread(len(denoiser), eval_set.denoiser_samples)]
-            capture.inputs["vae_decoder"] += pipe.recorded["vae_decoder"]
+            capture.inputs["vae_decoder"] += recorded["vae_decoder"]
     finally:
         pipe.close()
     return capture
+
+
+def _keep_into(recorded: dict[str, list[Feeds]]) -> EngineCallHook:
+    """A Pipeline.recording hook appending a copy of every engine call's feeds to recorded[component]."""
+    def keep(component: str, feeds: Feeds) -> None:
+        recorded[component].append({k: np.array(v, copy=True) for k, v in feeds.items()})
+
+    return keep
 
 
 def _spread(count: int, samples: int) -> list[int]:

@@ -12,7 +12,9 @@ _K1, _K2, _SIGMA, _RADIUS = 0.01, 0.03, 1.5, 5
 
 
 def psnr_per_frame(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """PSNR in dB of each frame of (F, H, W, 3) uint8 videos; identical frames report PSNR_CAP_DB."""
+    """PSNR in dB of each frame of `test` against `reference`, (F, H, W, 3) uint8 videos, capped at PSNR_CAP_DB.
+
+    The one PSNR of videos: compare's gates, calibration's INT8 gate and the bench read it."""
     _check_pair(reference, test)
     diff = reference.astype(np.float64) - test.astype(np.float64)
     mse = (diff**2).reshape(len(diff), -1).mean(axis=1)
@@ -30,7 +32,7 @@ def ssim_per_frame(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
 def _check_pair(reference: np.ndarray, test: np.ndarray) -> None:
     """Both videos must be (F, H, W, C) of one shape."""
     if reference.shape != test.shape or reference.ndim != 4:
-        raise ValueError(f"videos differ in shape: {reference.shape} vs {test.shape}")
+        raise ValueError(f"videos must be (F, H, W, C) arrays of one shape, got {reference.shape} and {test.shape}")
 
 
 def _ssim(x: np.ndarray, y: np.ndarray) -> float:

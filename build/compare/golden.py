@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from t2vtrt.build.compare.capture import Feeds, load_inputs, save_inputs
+from t2vtrt.build.compare.capture import load_inputs, save_inputs
 from t2vtrt.build.compare.runners import GOLDEN
 from t2vtrt.build.engines.manifest import tool_versions
+from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_dir, write_json
 

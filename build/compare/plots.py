@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from t2vtrt.build.compare.run import CompareRun
 from t2vtrt.runtime.files import atomic_path
-
-if TYPE_CHECKING:
-    from t2vtrt.build.compare.stage import CompareRun
 
 MAX_ROWS = 8  # frames shown per grid: long clips are sampled evenly
 PLOT_CEILING_DB = 100.0  # the PSNR plot clips here: near-identical frames (up to the 200 dB cap) would flatten the rest
@@ -26,7 +23,7 @@ def pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def write_plots(reports_dir: Path, run: "CompareRun") -> dict[str, Path]:
+def write_plots(reports_dir: Path, run: CompareRun) -> dict[str, Path]:
     """A frame grid per compared precision (first case) and one per-frame PSNR plot; name -> path."""
     written: dict[str, Path] = {}
     for precision, videos in run.videos.items():

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from t2vtrt.build.compare.adherence import adherence_rows
 from t2vtrt.build.compare.gates import FAILED, PASSED, Check
+from t2vtrt.build.compare.plots import write_plots
+from t2vtrt.build.compare.run import CompareRun
 from t2vtrt.runtime.files import atomic_path, write_json
-
-if TYPE_CHECKING:
-    from t2vtrt.build.compare.stage import CompareRun
 
 _MARK = {PASSED: "pass", FAILED: "**FAIL**"}
 
 
-def write_reports(reports_dir: Path, run: "CompareRun") -> dict[str, Path]:
+def write_reports(reports_dir: Path, run: CompareRun) -> dict[str, Path]:
     """Write accuracy.json, accuracy.md and the PNGs; return their paths."""
-    from t2vtrt.build.compare.plots import write_plots
-
     reports_dir.mkdir(parents=True, exist_ok=True)
     pngs = write_plots(reports_dir, run)
     run.report["plots"] = {name: str(path.relative_to(reports_dir)) for name, path in pngs.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,16 +11,19 @@ import numpy as np
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.compare import gates
 from t2vtrt.build.compare.adherence import adherence_checks
-from t2vtrt.build.compare.capture import (Capture, EvalSet, Feeds, capture_reference, default_eval_path, generate_videos,
+from t2vtrt.build.compare.capture import (EvalSet, ReferenceCapture, capture_reference, default_eval_path, generate_videos,
                                          load_eval_set, save_inputs)
 from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
 from t2vtrt.build.compare.gates import Check, skipped
 from t2vtrt.build.compare.golden import Golden, load_golden, save_golden
 from t2vtrt.build.compare.metrics import compare_runners, nonfinite_counts, validate_finite, worst
+from t2vtrt.build.compare.report import write_reports
+from t2vtrt.build.compare.run import CompareRun
 from t2vtrt.build.compare.runners import GOLDEN, REFERENCE, onnx_runner, runner_name, tensorrt_available, variant_runner
 from t2vtrt.build.compare.tolerances import (adherence_max_drop, expected_graph_variants, graph_thresholds, load_tolerances,
                                              video_thresholds)
 from t2vtrt.build.engines.manifest import tool_versions
+from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file
 from t2vtrt.runtime.manifest import Manifest, load_manifest
@@ -29,53 +31,10 @@ from t2vtrt.runtime.manifest import Manifest, load_manifest
 Progress = Callable[[str], None]
 
 
-@dataclass
-class CompareRun:
-    """Everything one compare produced: the checks, the videos (for the plots) and the report record."""
-
-    checks: list[Check] = field(default_factory=list)
-    reference_videos: dict[str, np.ndarray] = field(default_factory=dict)
-    videos: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # precision -> case -> frames
-    report: dict[str, Any] = field(default_factory=dict)
-    reports_dir: Path | None = None  # where accuracy.{json,md} and the PNGs were written
-
-    target: str = ""  # the compared target's name, for messages
-
-    @property
-    def compared(self) -> bool:
-        """True when at least one of the target's variants was actually run and gated (graph or video)."""
-        return any(c.kind in ("graph", "video") and c.status != gates.SKIPPED for c in self.checks)
-
-    @property
-    def passed(self) -> bool:
-        """True when something was compared and no check failed (skipped checks neither pass nor fail)."""
-        return self.compared and not any(c.status == gates.FAILED for c in self.checks)
-
-    @property
-    def status(self) -> str:
-        """passed, failed, or `nothing compared` (every variant skipped: a failure for CI, never a pass)."""
-        if not self.compared:
-            return "nothing compared"
-        return "passed" if self.passed else "failed"
-
-    @property
-    def failures(self) -> list[str]:
-        """Every failure line, in check order; one more when nothing was compared at all."""
-        lines = [line for c in self.checks for line in c.failures]
-        if not self.compared:
-            reasons = sorted({c.reason for c in self.checks if c.status == gates.SKIPPED and c.kind in ("graph", "video")})
-            lines.append(f"nothing compared: every variant of target {self.target or '?'} was skipped "
-                         f"({'; '.join(reasons) or 'no variants'}); run compare on a machine that runs this target "
-                         "(tensorrt targets: a GPU with TensorRT installed)")
-        return lines
-
-
 def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances: dict[str, Any] | None = None,
                 eval_set: EvalSet | None = None, golden_dir: Path | None = None, save_golden_set: bool = False,
                 reports_dir: Path | None = None, on_step: Progress | None = None) -> CompareRun:
     """Compare, write reports/accuracy.{json,md} + PNGs, and return the run (`.passed` is the gate)."""
-    from t2vtrt.build.compare.report import write_reports
-
     target_dir = Path(target_dir)
     manifest = load_manifest(target_dir)  # hash-checked: we compare exactly what the manifest ships
     paths = paths or ArtifactPaths(target_dir.resolve().parent.parent)
@@ -200,7 +159,7 @@ def _missing_variants(manifest: Manifest, tolerances: dict[str, Any]) -> list[Ch
     return out
 
 
-def compare_videos(manifest: Manifest, target_dir: Path, capture: Capture, eval_set: EvalSet,
+def compare_videos(manifest: Manifest, target_dir: Path, capture: ReferenceCapture, eval_set: EvalSet,
                    tolerances: dict[str, Any], run: CompareRun) -> list[Check]:
     """Per built precision: the target's videos vs the FP32 ONNX reference videos, per-frame PSNR and SSIM."""
     built = _built_precisions(manifest)
@@ -251,7 +210,7 @@ def _runnable(manifest: Manifest, precision: str) -> bool:
     return backends <= {"onnxruntime"} or tensorrt_available()
 
 
-def _golden_video_checks(golden: Golden | None, capture: Capture, tolerances: dict[str, Any]) -> list[Check]:
+def _golden_video_checks(golden: Golden | None, capture: ReferenceCapture, tolerances: dict[str, Any]) -> list[Check]:
     """Today's FP32 reference videos vs the golden ones (cases both have)."""
     if golden is None:
         return []

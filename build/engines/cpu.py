@@ -42,6 +42,8 @@ def cpu_sources(paths: ArtifactPaths, provenance: dict[str, Any] | None = None,
 
 def build_cpu_target(paths: ArtifactPaths, notes: list[str] | None = None) -> Path:
     """Assemble engines/cpu/ in a temp dir and swap it in whole: a reader never sees half a target."""
+    from t2vtrt.build.graphfiles import external_data_files
+
     info = read_export_info(paths)
     provenance = check_chain(paths)
     notes = [] if notes is None else notes
@@ -56,7 +58,7 @@ def build_cpu_target(paths: ArtifactPaths, notes: list[str] | None = None) -> Pa
             for precision, src in by_precision.items():
                 file = f"{component}.{precision}.onnx"
                 fused = target_surgery(src, tmp / file)
-                extra = [{"file": data, "sha256": sha256_file(tmp / data)} for data in external_data_files(tmp / file)]
+                extra = [{"file": _relative(data, tmp), "sha256": sha256_file(data)} for data in external_data_files(tmp / file)]
                 made_from = {"file": f"onnx/{src.name}", "sha256": sha256_file(src)}
                 extras = {"target_passes": fused} if fused else {}
                 if component == "denoiser" and precision != "fp32":
@@ -76,6 +78,7 @@ def target_surgery(src: Path, dst: Path) -> dict[str, int]:
 
     A graph none of them changes is copied byte for byte (weights beside it too), so its hash stays the source's.
     """
+    from t2vtrt.build.graphfiles import external_data_files
     from t2vtrt.build.surgery.registry import TARGET_PIPELINES
     from t2vtrt.build.surgery.run import run_surgery
 
@@ -92,18 +95,13 @@ def target_surgery(src: Path, dst: Path) -> dict[str, int]:
         shutil.rmtree(work, ignore_errors=True)
     _link_or_copy(src, dst)
     for data in external_data_files(src):  # > 2 GB graphs keep weights beside them, by file name
-        _link_or_copy(src.parent / data, dst.parent / data)
+        _link_or_copy(data, dst.parent / _relative(data, src.parent))
     return {}
 
 
-def external_data_files(graph: Path) -> list[str]:
-    """Relative names of the external-data files a graph's initializers point at."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(graph), load_external_data=False)
-    names = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
-    return sorted(names)
+def _relative(file: Path, folder: Path) -> str:
+    """A file's name relative to the folder its graph is in (as the graph's external-data locations name it)."""
+    return file.relative_to(folder).as_posix()
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

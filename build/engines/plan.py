@@ -1,25 +1,19 @@
 """The build plan for a GPU profile: what each engine is built from, with which profile and settings,
 and whether it fits the GPU's memory (docs/architecture.md#engines; issue: per-GPU TensorRT engines).
 
-The VRAM estimate is computed from the ONNX graphs alone (no GPU, no TensorRT):
-- weights: every initializer, at fp32, fp16 and int8 (the Q/DQ graph's real sizes when it exists);
-- activations: the peak of live intermediate tensors in topological order at the profile's max
-  shape (shapes from symbolic shape inference) - the estimate of an engine's context memory;
-  attention score tensors are left out for fp16/int8 graphs because TensorRT fuses
-  MatMul-Softmax-MatMul into one kernel there;
-- I/O buffers the runtime allocates at the max shape;
-- resident = every engine loaded at once; --low-vram = one stage at a time (the largest stage).
+What each graph costs comes from graph_memory.py; here those costs are summed per mode:
+resident = every engine loaded at once; --low-vram = one stage at a time (the largest stage).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.engines.graph_memory import GraphStats, analyze_graph, graph_precision, graph_without_weights
 from t2vtrt.build.families.spec import Range, ShapeRanges, resolve_shape
 from t2vtrt.build.gpus.profiles import GpuProfile
 from t2vtrt.runtime.errors import T2VError
@@ -27,289 +21,9 @@ from t2vtrt.runtime.errors import T2VError
 GIB = 1 << 30
 MIB = 1 << 20
 MIN_WORKSPACE = 256 * MIB
-SMALL_EXTERNAL_BYTES = 64 << 10  # external initializers read for shape inference (shape constants)
-# ONNX TensorProto data type -> bytes per element (4-bit types count half a byte).
-DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
-               17: 1, 18: 1, 19: 1, 20: 1, 21: 0.5, 22: 0.5, 23: 0.5}
-FLOAT_TYPES = {1: "fp32", 10: "fp16", 11: "fp64", 16: "bf16"}
-WEIGHT_OPS = {"Conv": (1,), "ConvTranspose": (1,), "MatMul": (0, 1), "Gemm": (0, 1)}
-ALIAS_OPS = {"Identity", "Transpose", "Cast"}  # a weight passed through these is still that weight
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-SCORE_PATH_OPS = {"Mul", "Div", "Add", "Sub", "Cast", "Where", "QuantizeLinear", "DequantizeLinear"}  # QK MatMul .. Softmax
-PROB_PATH_OPS = {"Cast", "QuantizeLinear", "DequantizeLinear"}  # between Softmax and the P.V MatMul (AutoCast, Q/DQ)
 # Graph variants the TensorRT target builds, besides the patched graph onnx/<component>.opt.onnx.
 EXTRA_KINDS = ("fp16", "bf16", "int8", "fp8")
 PREFERENCE = ("int8", "fp8", "fp16", "bf16", "fp32")  # the default precision: the lowest one built
-
-
-# --------------------------------------------------------------------------- graph analysis
-
-
-@dataclass(frozen=True)
-class GraphStats:
-    """What one ONNX graph costs on a GPU at one input shape."""
-
-    weights: dict[str, int]  # bytes: as built ("engine") and at fp32 / fp16 / int8
-    activation_bytes: int  # peak live intermediates: the engine's context memory
-    io_bytes: int  # graph inputs + outputs at these shapes
-    fused_attention_bytes: int  # attention scores TensorRT does not materialise (not counted)
-    unknown_shapes: int  # intermediates whose shape inference failed (estimated from inputs)
-    precision: str  # fp32 | fp16 | bf16 | int8 as the graph says
-    guessed: tuple[str, ...] = ()  # the first few tensors whose size was guessed
-
-
-def load_graph(path: Path) -> Any:
-    """The ONNX model without its large external weights (sizes come from dims); small ones are read.
-
-    Exporters put every initializer of a > 2 GB graph in external data, Reshape targets and other
-    shape constants included; shape inference needs their values, so those (a few KiB) are loaded.
-    """
-    import onnx
-
-    if not path.is_file():
-        raise T2VError(f"{path} is missing: run `t2vtrt surgery` (or `make engines`) first")
-    model = onnx.load(str(path), load_external_data=False)
-    _load_small_external(model, path.parent)
-    return model
-
-
-def _load_small_external(model: Any, base_dir: Path) -> None:
-    """Read the values of external initializers below SMALL_EXTERNAL_BYTES (shape constants, scalars)."""
-    from onnx.external_data_helper import load_external_data_for_tensor
-
-    for tensor in model.graph.initializer:
-        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
-            continue
-        size = _numel(tensor.dims) * DTYPE_BYTES.get(tensor.data_type, 4)
-        if size <= SMALL_EXTERNAL_BYTES:
-            try:
-                load_external_data_for_tensor(tensor, str(base_dir))
-            except Exception:  # noqa: BLE001 - a missing weights file is reported by the stage that copies it
-                continue
-            tensor.data_location = 0
-            del tensor.external_data[:]
-
-
-def _numel(dims: Any) -> int:
-    """Elements of a tensor with these dims."""
-    count = 1
-    for d in dims:
-        count *= int(d)
-    return count
-
-
-def _weights(model: Any) -> dict[str, tuple[int, int]]:
-    """Initializers and Constant tensors: name -> (elements, ONNX dtype)."""
-    tensors = {t.name: (_numel(t.dims), t.data_type) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.t is not None:
-                    tensors[node.output[0]] = (_numel(attr.t.dims), attr.t.data_type)
-    return tensors
-
-
-def _aliases(model: Any, weights: dict[str, Any]) -> dict[str, str]:
-    """Tensor -> the weight it is (through Identity/Transpose/Cast chains, as torch exports shared weights)."""
-    alias = {name: name for name in weights}
-    for node in model.graph.node:
-        if node.op_type in ALIAS_OPS and node.input and node.input[0] in alias:
-            alias[node.output[0]] = alias[node.input[0]]
-    return alias
-
-
-def weight_bytes(model: Any) -> dict[str, int]:
-    """Weight bytes as built and at each precision: int8 counts GEMM/conv weights at 1 byte, the rest at fp16."""
-    weights = _weights(model)
-    alias = _aliases(model, weights)
-    quantizable, quantized = set(), set()
-    for node in model.graph.node:
-        for index in WEIGHT_OPS.get(node.op_type, ()):
-            if index < len(node.input) and node.input[index] in alias:
-                quantizable.add(alias[node.input[index]])
-        if node.op_type in QDQ_OPS and node.input and node.input[0] in alias:
-            quantized.add(alias[node.input[0]])
-    out = {"engine": 0, "fp32": 0, "fp16": 0, "int8": 0}
-    for name, (count, dtype) in weights.items():
-        size = DTYPE_BYTES.get(dtype, 4)
-        floating = dtype in FLOAT_TYPES
-        # TensorRT stores a weight that feeds QuantizeLinear as int8 in the engine.
-        out["engine"] += int(count * (1 if name in quantized and floating else size))
-        out["fp32"] += int(count * (4 if floating else size))
-        out["fp16"] += int(count * (2 if floating else size))
-        out["int8"] += int(count * (1 if (name in quantizable or name in quantized) and floating else 2 if floating else size))
-    return out
-
-
-def graph_precision(model: Any) -> str:
-    """int8 when the graph has Q/DQ nodes, else the dtype holding most float weight bytes."""
-    if any(node.op_type in QDQ_OPS for node in model.graph.node):
-        return "int8"
-    totals: dict[str, int] = {}
-    for count, dtype in _weights(model).values():
-        if dtype in FLOAT_TYPES:
-            totals[FLOAT_TYPES[dtype]] = totals.get(FLOAT_TYPES[dtype], 0) + count
-    best = max(totals, key=totals.get) if totals else "fp32"  # type: ignore[arg-type]
-    return "fp32" if best == "fp64" else best
-
-
-def _with_input_shapes(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
-    """A copy whose graph inputs have these concrete shapes."""
-    import onnx
-
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    # Shapes recorded at export are symbolic; inference must recompute them from the concrete inputs.
-    del fixed.graph.value_info[:]
-    for value in fixed.graph.input:
-        if value.name in shapes:
-            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
-                dim.ClearField("dim_param")
-                dim.dim_value = int(size)
-    return fixed
-
-
-def _infer(model: Any) -> Any:
-    """Shape-inferred model: ONNX Runtime's symbolic inference (resolves reshapes), else onnx's."""
-    import onnx
-
-    for prepare in (lambda m: m, _flat_gathers):
-        try:
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-            return SymbolicShapeInference.infer_shapes(prepare(model), auto_merge=True)
-        except Exception:  # noqa: BLE001, S112 - try the next way; onnx's own inference is the last resort
-            continue
-    return onnx.shape_inference.infer_shapes(model, data_prop=True)
-
-
-def _flat_gathers(model: Any) -> Any:
-    """A copy where Gather(1-D data, constant N-D indices) is Gather(flat indices) + Reshape.
-
-    Same shapes; ONNX Runtime's symbolic inference fails on the original form, which the
-    OneHot->Gather surgery pass writes.
-    """
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in onnx.shape_inference.infer_shapes(model).graph.value_info
-             if v.type.tensor_type.HasField("shape")}
-    inits = {t.name: t for t in model.graph.initializer}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes = []
-    for node in out.graph.node:
-        index = inits.get(node.input[1]) if node.op_type == "Gather" else None
-        if index is None or len(index.dims) < 2 or ranks.get(node.input[0]) != 1:
-            nodes.append(node)
-            continue
-        values = numpy_helper.to_array(index)
-        flat, shape = f"{node.output[0]}__flat_index", f"{node.output[0]}__index_shape"
-        out.graph.initializer.extend([numpy_helper.from_array(values.reshape(-1), flat),
-                                      numpy_helper.from_array(np.array(values.shape, np.int64), shape)])
-        nodes += [helper.make_node("Gather", [node.input[0], flat], [f"{node.output[0]}__flat"], axis=0),
-                  helper.make_node("Reshape", [f"{node.output[0]}__flat", shape], [node.output[0]])]
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out
-
-
-def tensor_sizes(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, int | None]:
-    """Bytes of every graph input, output and intermediate at these input shapes (None: unknown)."""
-    inferred = _infer(_with_input_shapes(model, shapes))
-    sizes: dict[str, int | None] = {}
-    graph = inferred.graph
-    for value in (*graph.input, *graph.value_info, *graph.output):
-        tensor = value.type.tensor_type
-        dims = tensor.shape.dim if tensor.HasField("shape") else None
-        known = dims is not None and all(d.HasField("dim_value") for d in dims)
-        sizes[value.name] = int(_numel(d.dim_value for d in dims) * DTYPE_BYTES.get(tensor.elem_type, 4)) if known else None
-    return sizes
-
-
-def attention_scores(model: Any) -> set[str]:
-    """Tensors between a Q.K^T MatMul, its Softmax, and the P.V MatMul (through casts and Q/DQ): what MHA fusion never writes."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    scores: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type != "Softmax":
-            continue
-        path, tensor = [], node.input[0]
-        while tensor in producer and producer[tensor].op_type in SCORE_PATH_OPS:
-            path.append(tensor)
-            tensor = producer[tensor].input[0]
-        probs = _probability_path(node.output[0], consumers)
-        if tensor in producer and producer[tensor].op_type == "MatMul" and probs:
-            scores.update([tensor, *path, *probs])
-    return scores
-
-
-def _probability_path(softmax_out: str, consumers: dict[str, list[Any]]) -> list[str]:
-    """The Softmax output and the casts / Q-DQ after it when they end in a MatMul; [] otherwise."""
-    path, tensor = [softmax_out], softmax_out
-    while True:
-        users = consumers.get(tensor, [])
-        if users and all(u.op_type == "MatMul" for u in users):
-            return path
-        if len(users) != 1 or users[0].op_type not in PROB_PATH_OPS:
-            return []
-        tensor = users[0].output[0]
-        path.append(tensor)
-
-
-def activation_peak(model: Any, sizes: dict[str, int | None], skip: set[str]) -> tuple[int, int]:
-    """(peak bytes of live intermediates in node order, count of unknown sizes estimated)."""
-    graph = model.graph
-    outside = {v.name for v in (*graph.input, *graph.output)} | {t.name for t in graph.initializer}
-    last_use: dict[str, int] = {}
-    for index, node in enumerate(graph.node):
-        for name in node.input:
-            last_use[name] = index
-    live: dict[str, int] = {}
-    peak = unknown = 0
-    for index, node in enumerate(graph.node):
-        if node.op_type == "Constant":
-            continue  # constants are weights, counted there
-        for name in node.output:
-            if not name or name in outside or name in skip:
-                continue
-            size = sizes.get(name)
-            if size is None:  # unknown shape: as large as the node's largest known input
-                unknown += 1
-                size = max((sizes.get(i) or 0 for i in node.input), default=0)
-            live[name] = size
-        peak = max(peak, sum(live.values()))
-        for name in [n for n in live if last_use.get(n, -1) <= index]:
-            del live[name]
-    return peak, unknown
-
-
-@lru_cache(maxsize=64)
-def _analyze_cached(path: str, stamp: tuple[int, int], shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> GraphStats:
-    """analyze_graph, cached per file version and shape (the plan is computed often in one process)."""
-    model = load_graph(Path(path))
-    precision = graph_precision(model)
-    sizes = tensor_sizes(model, dict(shapes))
-    scores = attention_scores(model) if precision != "fp32" else set()
-    peak, unknown = activation_peak(model, sizes, scores)
-    io = sum(sizes.get(v.name) or 0 for v in (*model.graph.input, *model.graph.output))
-    produced = [out for node in model.graph.node if node.op_type != "Constant" for out in node.output if out]
-    guessed = tuple(name for name in produced if sizes.get(name) is None)[:5]
-    return GraphStats(weight_bytes(model), peak, io, sum(sizes.get(s) or 0 for s in scores), unknown, precision, guessed)
-
-
-def analyze_graph(path: Path, shapes: dict[str, tuple[int, ...]]) -> GraphStats:
-    """Weights, activations and I/O of a graph at these input shapes."""
-    stat = path.stat() if path.is_file() else None
-    if stat is None:
-        raise T2VError(f"{path} is missing: run `t2vtrt surgery` (or `make engines`) first")
-    key = tuple(sorted((k, tuple(int(x) for x in v)) for k, v in shapes.items()))
-    return _analyze_cached(str(path), (stat.st_mtime_ns, stat.st_size), key)
 
 
 # --------------------------------------------------------------------------- shapes
@@ -560,7 +274,7 @@ def trt_sources(paths: ArtifactPaths, allowed: tuple[str, ...], notes: list[str]
             low[kind] = graph
         # An FP32 engine next to a lower-precision one is never run by default and costs build time and build
         # memory (a 1.4B denoiser's FP32 engine alone is 5.3 GiB): GPU targets build it only when nothing else exists.
-        sources[component] = low or {graph_precision(load_graph(opt)): opt}
+        sources[component] = low or {graph_precision(graph_without_weights(opt)): opt}
     return sources
 
 

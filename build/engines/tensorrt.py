@@ -30,7 +30,7 @@ import click
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.engines.manifest import build_manifest, variant_entry, write_manifest
-from t2vtrt.build.engines.plan import BuildPlan, installed_tensorrt_version, load_graph, make_plan, timing_cache_path
+from t2vtrt.build.engines.plan import BuildPlan, installed_tensorrt_version, make_plan, timing_cache_path
 from t2vtrt.build.gpus.detect import GpuInfo, detect_gpu, match_profile
 from t2vtrt.build.gpus.profiles import GpuProfile, load_profile
 from t2vtrt.runtime.errors import T2VError
@@ -116,6 +116,8 @@ def no_gpu_message(plan: BuildPlan, plan_path: Path, onnx_dir: Path, command: st
 
 def write_portable_onnx(paths: ArtifactPaths, plan: BuildPlan) -> Path:
     """Copy each graph the plan builds from (and its external weights) into engines/<gpu>/onnx/."""
+    from t2vtrt.build.graphfiles import external_data_files
+
     out = paths.engines_dir(plan.target) / "onnx"
     out.mkdir(parents=True, exist_ok=True)
     sources = {v.source for c in plan.components.values() for v in c.variants.values()}
@@ -125,15 +127,6 @@ def write_portable_onnx(paths: ArtifactPaths, plan: BuildPlan) -> Path:
                 raise T2VError(f"{source} keeps weights in {file}, which is missing: run `t2vtrt export` (or `make engines`) again")
             _copy_if_changed(file, out / file.name)
     return out
-
-
-def external_data_files(graph: Path) -> list[Path]:
-    """The files a graph keeps its external weights in."""
-    names = set()
-    for tensor in load_graph(graph).graph.initializer:
-        if tensor.data_location == 1:  # onnx.TensorProto.EXTERNAL
-            names |= {entry.value for entry in tensor.external_data if entry.key == "location"}
-    return [graph.parent / name for name in sorted(names)]
 
 
 def _copy_if_changed(src: Path, dst: Path) -> None:

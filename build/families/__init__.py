@@ -23,10 +23,8 @@ def get_family(name: str) -> ModuleType:
 
 def detect_family(model_dir: Path) -> ModuleType:
     """The family whose layout `model_dir` has; a one-line error when none matches."""
-    if not model_dir.is_dir():
-        from t2vtrt.build.models import detect_family_dir  # the embedded names live there
-
-        detect_family_dir(model_dir)
+    if not model_dir.is_dir():  # models.check_model_arg names the embedded models too, before this is reached
+        raise T2VError(f"model directory {model_dir} does not exist or is a file: pass a diffusers model folder")
     for name in FAMILIES:
         family = get_family(name)
         if family.detect(model_dir):

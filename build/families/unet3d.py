@@ -280,7 +280,7 @@ def create(out_dir: Path, sizes: dict[str, Any], seed: int) -> None:
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from t2vtrt.build.tokenizer import write_clip_tokenizer
+    from t2vtrt.build.clip_tokenizer import write_clip_tokenizer
 
     _quiet_transformers()
     text, unet, vae = sizes["text_encoder"], sizes["unet"], sizes["vae"]

@@ -5,6 +5,6 @@
     night.passed, night.latest, night.failures
 """
 
-from t2vtrt.build.nightly.run import NightlyResult, build_all_stages, promote, run_nightly
+from t2vtrt.build.nightly.run import NightlyResult, promote, run_nightly
 
-__all__ = ["NightlyResult", "build_all_stages", "promote", "run_nightly"]
+__all__ = ["NightlyResult", "promote", "run_nightly"]

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from t2vtrt.build.compare.stage import CompareRun
+from t2vtrt.build.compare.run import CompareRun
 
 Entry = dict[str, Any]
 

@@ -21,15 +21,16 @@ from typing import Any, Callable
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.compare.capture import EvalSet
-from t2vtrt.build.compare.stage import CompareRun, run_compare
+from t2vtrt.build.compare.run import CompareRun
+from t2vtrt.build.compare.stage import run_compare
 from t2vtrt.build.compare.tolerances import load_tolerances
 from t2vtrt.build.engines.manifest import tool_versions
+from t2vtrt.build.models import artifact_name
+from t2vtrt.build.stages import build_all
 from t2vtrt.build.nightly.history import (accuracy_figures, append_entry, last_good, read_history, regressions,
                                           speed_figures)
 from t2vtrt.runtime.files import sha256_file
 
-# The stages of `make engines`, in order; those the CLI does not have (yet) are left out.
-STAGES = ("export", "surgery", "calibrate", "quantize", "engines")
 BuildFn = Callable[[str, str, Path], Path]  # (model, target, fresh artifacts root) -> engines/<target> dir
 BenchFn = Callable[[str, Path], None]  # (model, artifacts root) -> writes <root>/<name>/reports/bench.json
 
@@ -51,22 +52,6 @@ class NightlyResult:
         return bool(self.entry["passed"])
 
 
-def model_name(model: str) -> str:
-    """artifacts/<name>: an embedded name, or a model directory's basename (as the other commands do)."""
-    return model if "/" not in model and not Path(model).is_dir() else Path(model).resolve().name
-
-
-def build_all_stages(model: str, target: str, root: Path) -> Path:
-    """Every stage of the CLI into `root`, as `make engines` would run them (in process)."""
-    from t2vtrt.cli import cli
-
-    for stage in STAGES:
-        if stage in cli.commands:
-            extra = ["--gpu", target] if stage == "engines" else []
-            cli.main(["--quiet", stage, "--model", model, "--artifacts", str(root), *extra], standalone_mode=False)
-    return ArtifactPaths(root / model_name(model)).engines_dir(target)
-
-
 def bench_module(model: str, root: Path) -> None:
     """`make bench` on this night's build: python -m t2vtrt.build.bench.run --model M --artifacts ROOT."""
     from t2vtrt.build.bench.run import main
@@ -74,11 +59,11 @@ def bench_module(model: str, root: Path) -> None:
     main(["--model", model, "--artifacts", str(root)])
 
 
-def run_nightly(model: str, target: str, artifacts: Path, build: BuildFn = build_all_stages, bench: BenchFn | None = None,
+def run_nightly(model: str, target: str, artifacts: Path, build: BuildFn = build_all, bench: BenchFn | None = None,
                 tolerances: dict[str, Any] | None = None, eval_set: EvalSet | None = None, keep: int = 7,
                 on_step: Callable[[str], None] | None = None) -> NightlyResult:
     """One night for one model and target; the result's entry is already appended to history.jsonl."""
-    name = model_name(model)
+    name = artifact_name(model)
     home = artifacts / name
     nights = home / "nightly" / target
     root = _fresh_dir(nights)

@@ -13,7 +13,7 @@ a few percent of a step. Its context is 16 tokens (the captions need at most 12)
 uniform attention of an untrained cross-attention layer averages the caption's few words away under
 65 padding tokens.
 
-    python -m t2vtrt.build.shapes.train [--work DIR] [--out build/shapes/model] [--vae DIR]   (or: t2vtrt train-tiny)
+    python -m t2vtrt.build.shapes.train [--work DIR] [--out build/shapes/model] [--vae DIR]   (or: t2vtrt train-shapes)
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class Bar:
     def __init__(self, name: str, total: int, start: int, quiet: bool, every: int = 50) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from t2vtrt.build.progress import console
+        from t2vtrt.build.task_progress import console
 
         self.name, self.every, self.quiet = name, every, quiet
         self.interactive = console.is_terminal and not quiet

@@ -2,7 +2,7 @@
 
     from t2vtrt.build.surgery import PASSES, DEFAULT_PIPELINE, run_surgery
     report = run_surgery("denoiser.onnx", "denoiser.opt.onnx")            # default pipeline
-    run_surgery(src, dst, ["fold_constants", "fuse_group_norm"])          # any registered passes, in order
+    run_surgery(src, dst, ["fold_constants", "split_geglu"])              # any registered passes, in order
 
 Each pass is `fn(gs.Graph) -> int`: it edits the graph in place and returns how many things it changed.
 """

@@ -14,7 +14,6 @@ from .casts import fold_casts
 from .cleanup import cleanup
 from .fold import fold_constants
 from .geglu import split_geglu
-from .groupnorm import fuse_group_norm
 from .identity import remove_identity
 from .instance_norm import instance_norm_to_layer_norm
 from .onehot import onehot_to_gather
@@ -50,7 +49,6 @@ PASSES: dict[str, Pass] = _register(
     fold_constants,
     fold_casts,
     onehot_to_gather,
-    fuse_group_norm,
     fuse_attention_ort,
     split_slow_transposes,
     split_geglu,
@@ -62,7 +60,6 @@ PASSES: dict[str, Pass] = _register(
 
 # Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
 # a dtype; OneHot after folding, when its indices have become constants; a last cleanup sorts the nodes.
-# fuse_group_norm is opt-in (see its module): it raises the opset to 21.
 DEFAULT_PIPELINE: list[str] = [
     "cleanup", "remove_identity", "fold_constants", "fold_casts", "onehot_to_gather", "cleanup",
 ]

@@ -11,15 +11,11 @@ from typing import Any
 import onnx
 import onnx_graphsurgeon as gs
 
-from t2vtrt.build.graphfiles import import_graph, save_graph, spill_constants, weight_bytes
+from t2vtrt.build.graphfiles import import_graph, save_graph, spill_constants
 from t2vtrt.runtime.errors import T2VError, os_error
 from t2vtrt.runtime.files import temp_dir
 
 from .registry import DEFAULT_PIPELINE, get_pass
-
-# Protobuf cannot serialize a message over 2 GiB; past this many bytes of weights, save them beside the
-# model as external data (and check the model by path, which is how the checker handles those).
-EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def _load(path: Path, spill: Path) -> gs.Graph:
@@ -35,10 +31,9 @@ def _load(path: Path, spill: Path) -> gs.Graph:
 
 
 def _save(graph: gs.Graph, out: Path, spill: Path) -> None:
-    """Export `graph` and save it (one file, or one <out>.data past EXTERNAL_DATA_BYTES), never holding every weight."""
+    """Export `graph` and save it (one file, or one <out>.data past graphfiles' size limit), never holding every weight."""
     spill_constants(graph, spill)  # weights a pass rewrote: to disk before export copies them
-    model = gs.export_onnx(graph)
-    save_graph(model, out, external=weight_bytes(model) >= EXTERNAL_DATA_BYTES)
+    save_graph(gs.export_onnx(graph), out)
 
 
 def _op_counts(graph: gs.Graph) -> dict[str, int]:

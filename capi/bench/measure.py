@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import math
 import os
 import platform
 import statistics
@@ -124,7 +123,7 @@ def main() -> None:
     mem = memory(args.build, args.engines)
     ovh = overhead(args.build / "libt2vtrt.so", args.engines, args.runs)
     rows = throughput(args.build, args.engines, args.requests)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     print(f"host: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}; engines {args.engines}; "
           f"{time.strftime('%Y-%m-%d')}\n")
     print(f"overhead, default generation, median of {args.runs} alternating runs in one process:")

@@ -15,12 +15,13 @@ BACKENDS = {
     "onnxruntime": "t2vtrt.runtime.backends.onnxruntime",
     "tensorrt": "t2vtrt.runtime.backends.tensorrt",
 }
+Feeds = dict[str, np.ndarray]  # an engine call's inputs (or outputs), by tensor name
 
 
 class Session(Protocol):
     """What the pipeline needs from an engine: named numpy in, named numpy out."""
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def run(self, feeds: Feeds) -> Feeds: ...
 
     def close(self) -> None: ...
 
@@ -31,7 +32,7 @@ class CheckedSession:
     def __init__(self, name: str, spec: dict[str, Any], inner: Session) -> None:
         self.name, self.spec, self.inner = name, spec, inner
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: Feeds) -> Feeds:
         """Run one inference; a backend's own exception becomes one line naming the component."""
         check_feeds(self.name, self.spec, feeds)
         try:

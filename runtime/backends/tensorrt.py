@@ -96,8 +96,7 @@ def check_device(capability: str, variant: dict[str, Any], hardware_compat: str 
     built = variant.get("compute_capability")
     if not built or built == capability:
         return
-    have, want = _version(capability), _version(built)
-    if hardware_compat == "ampere_plus" and have >= (8, 0):
+    if hardware_compat == "ampere_plus" and _version(capability) >= (8, 0):
         return
     raise T2VError(
         f"{file} was built for compute capability {built} but this GPU is {capability}: rebuild the engines "

@@ -101,7 +101,7 @@ def alphas_cumprod_from(betas: np.ndarray) -> np.ndarray:
     return cumprod32(F32(1.0) - betas)
 
 
-def per_sample(values: np.ndarray, ndim: int) -> np.ndarray:
+def per_sample(values: np.ndarray | np.floating[Any], ndim: int) -> np.ndarray:
     """Shape a per-batch-item vector (or one value) to broadcast over a sample of ndim dimensions."""
     return values.reshape(-1, *([1] * (ndim - 1)))
 
@@ -137,7 +137,7 @@ def from_config(
     return cls(**{key: value for key, value in merged.items() if key in params})
 
 
-def first_step_index(schedule: np.ndarray, timestep: float, missing: int | None) -> int:
+def first_step_index(schedule: np.ndarray, timestep: float | np.floating[Any], missing: int | None) -> int:
     """Where the first step() call sits in the schedule: the first match, else `missing`.
 
     diffusers takes the second match when the value repeats (an img2img convention), which

@@ -31,8 +31,8 @@ def ddim_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: 
         ratio = num_train_timesteps // num_inference_steps
         return (np.arange(0, num_inference_steps) * ratio).round()[::-1].astype(np.int64) + steps_offset
     if spacing == "trailing":
-        ratio = num_train_timesteps / num_inference_steps
-        return np.round(np.arange(num_train_timesteps, 0, -ratio)).astype(np.int64) - 1
+        stride = num_train_timesteps / num_inference_steps
+        return np.round(np.arange(num_train_timesteps, 0, -stride)).astype(np.int64) - 1
     raise ValueError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(SPACINGS)}")
 
 

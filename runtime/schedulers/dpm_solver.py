@@ -4,7 +4,7 @@ Scalars are float32 and combined in diffusers' operation order, so the result ma
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ._common import (
     rescale_zero_terminal_snr,
 )
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow_prediction")
 SPACINGS = ("linspace", "leading", "trailing")
 # diffusers maps these legacy solver types onto midpoint.
 SOLVER_TYPES = {"midpoint": "midpoint", "heun": "heun", "logrho": "midpoint", "bh1": "midpoint", "bh2": "midpoint"}
@@ -35,7 +35,6 @@ UNSUPPORTED: dict[str, Any] = {
     "use_exponential_sigmas": False,
     "use_beta_sigmas": False,
     "use_lu_lambdas": False,
-    "use_flow_sigmas": False,
     "use_dynamic_shifting": False,
 }
 
@@ -49,11 +48,11 @@ def dpm_timesteps(
         return ts.astype(np.int64)
     if spacing == "leading":
         ratio = last_timestep // (num_inference_steps + 1)
-        ts = (np.arange(0, num_inference_steps + 1) * ratio).round()[::-1][:-1]
-        return ts.astype(np.int64) + steps_offset
+        leading = (np.arange(0, num_inference_steps + 1) * ratio).round()[::-1][:-1]
+        return leading.astype(np.int64) + steps_offset
     if spacing == "trailing":
-        ratio = num_train_timesteps / num_inference_steps
-        return np.arange(last_timestep, 0, -ratio).round().astype(np.int64) - 1
+        stride = num_train_timesteps / num_inference_steps
+        return np.arange(last_timestep, 0, -stride).round().astype(np.int64) - 1
     raise ValueError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(SPACINGS)}")
 
 
@@ -74,6 +73,12 @@ def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
     low, high = log_sigmas[low_idx], log_sigmas[high_idx]
     w = np.clip((low - log_sigma) / (low - high), 0, 1)
     return ((1 - w) * low_idx + w * high_idx).reshape(sigma.shape)
+
+
+def flow_sigmas(num_train_timesteps: int, num_inference_steps: int, shift: float) -> np.ndarray:
+    """DPMSolverMultistepScheduler's flow sigmas in float64: 1 - linspace(1, 1/N), shifted, descending, the 0 left out."""
+    sigmas = 1.0 - np.linspace(1, 1 / num_train_timesteps, num_inference_steps + 1)
+    return np.flip(shift * sigmas / (1 + (shift - 1) * sigmas))[:-1].copy()
 
 
 def alpha_sigma(sigma: np.float32) -> tuple[np.float32, np.float32]:
@@ -110,8 +115,14 @@ class DPMSolverMultistepScheduler:
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
         rescale_betas_zero_snr: bool = False,
+        use_flow_sigmas: bool = False,
+        flow_shift: float = 1.0,
     ) -> None:
         check_prediction_type(prediction_type, PREDICTION_TYPES)
+        if (prediction_type == "flow_prediction") != bool(use_flow_sigmas):
+            raise ValueError("DPM-Solver++: prediction_type 'flow_prediction' goes with use_flow_sigmas=True, and only with it")
+        if use_flow_sigmas and use_karras_sigmas:
+            raise ValueError("DPM-Solver++: use_karras_sigmas with use_flow_sigmas is not supported")
         if solver_order not in (1, 2):
             raise ValueError(f"DPM-Solver++: solver_order={solver_order} is not supported (1 or 2)")
         if solver_type not in SOLVER_TYPES:
@@ -138,6 +149,8 @@ class DPMSolverMultistepScheduler:
         self.final_sigmas_type = final_sigmas_type
         self.lambda_min_clipped = lambda_min_clipped
         self.timestep_spacing = timestep_spacing
+        self.use_flow_sigmas = bool(use_flow_sigmas)
+        self.flow_shift = float(flow_shift)
         self.steps_offset = steps_offset
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
@@ -177,7 +190,10 @@ class DPMSolverMultistepScheduler:
             self._last_timestep(),
         )
         sigmas = self.train_sigmas
-        if self.use_karras_sigmas:
+        if self.use_flow_sigmas:
+            step_sigmas = flow_sigmas(self.num_train_timesteps, num_inference_steps, self.flow_shift)
+            ts = step_sigmas * self.num_train_timesteps  # truncated to int64 below, as in diffusers
+        elif self.use_karras_sigmas:
             step_sigmas = karras_sigmas(sigmas, num_inference_steps)
             fractional = sigma_to_t(step_sigmas, np.log(sigmas))
             # diffusers keeps cosine-schedule timesteps fractional, then truncates them on the cast to int64.
@@ -195,11 +211,19 @@ class DPMSolverMultistepScheduler:
         """DPM-Solver does not scale the denoiser input."""
         return sample
 
+    def _alpha_sigma(self, sigma: np.float32) -> tuple[np.float32, np.float32]:
+        """(alpha_t, sigma_t) of a schedule sigma: 1 - sigma and sigma for flow sigmas, the VP pair otherwise."""
+        if self.use_flow_sigmas:
+            return f32(1.0) - f32(sigma), f32(sigma)
+        return alpha_sigma(f32(sigma))
+
     def _to_x0(self, model_output: np.ndarray, sample: np.ndarray) -> np.ndarray:
         """The data prediction x0 that DPM-Solver++ extrapolates."""
         if self.prediction_type == "sample":
             return model_output
-        alpha, sigma = alpha_sigma(self.sigmas[self._step_index])
+        if self.prediction_type == "flow_prediction":
+            return sample - self.sigmas[self._step_index] * model_output
+        alpha, sigma = self._alpha_sigma(self.sigmas[self._step_index])
         if self.prediction_type == "epsilon":
             return (sample - sigma * model_output) / alpha
         return alpha * sample - sigma * model_output
@@ -207,8 +231,9 @@ class DPMSolverMultistepScheduler:
     def _first_order(self, x0: np.ndarray, sample: np.ndarray) -> np.ndarray:
         """DPM-Solver++ 1 (equivalent to DDIM) from sigmas[i] to sigmas[i + 1]."""
         i = self._step_index
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[i + 1])
-        alpha_s, sigma_s = alpha_sigma(self.sigmas[i])
+        assert i is not None  # placed by step() before the solver runs
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[i + 1])
+        alpha_s, sigma_s = self._alpha_sigma(self.sigmas[i])
         # Stepping to sigma 0 gives h = inf and exp(-h) = 0, so this returns x0, as diffusers does.
         h = log_snr(alpha_t, sigma_t) - log_snr(alpha_s, sigma_s)
         return (sigma_t / sigma_s) * sample - (alpha_t * (exp32(-h) - f32(1.0))) * x0
@@ -216,12 +241,13 @@ class DPMSolverMultistepScheduler:
     def _second_order(self, sample: np.ndarray) -> np.ndarray:
         """DPM-Solver++ 2M from sigmas[i] to sigmas[i + 1] using the last two data predictions."""
         i = self._step_index
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[i + 1])
-        alpha_s0, sigma_s0 = alpha_sigma(self.sigmas[i])
-        alpha_s1, sigma_s1 = alpha_sigma(self.sigmas[i - 1])
+        assert i is not None  # placed by step() before the solver runs
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[i + 1])
+        alpha_s0, sigma_s0 = self._alpha_sigma(self.sigmas[i])
+        alpha_s1, sigma_s1 = self._alpha_sigma(self.sigmas[i - 1])
         lambda_t, lambda_s0 = log_snr(alpha_t, sigma_t), log_snr(alpha_s0, sigma_s0)
         lambda_s1 = log_snr(alpha_s1, sigma_s1)
-        m0, m1 = self.model_outputs[-1], self.model_outputs[-2]
+        m0, m1 = cast(np.ndarray, self.model_outputs[-1]), cast(np.ndarray, self.model_outputs[-2])  # second order: both kept
         h, h_0 = lambda_t - lambda_s0, lambda_s0 - lambda_s1
         r0 = h_0 / h
         d0, d1 = m0, (f32(1.0) / r0) * (m0 - m1)
@@ -271,7 +297,9 @@ class DPMSolverMultistepScheduler:
         last = len(self._timesteps_int) - 1
         indices = [first_step_index(self._timesteps_int, float(t), last) for t in ts]
         sigma = self.sigmas[indices]
-        alpha, sigma_t = alpha_sigma(sigma)
+        pairs = [self._alpha_sigma(value) for value in sigma]
+        alpha = np.array([a for a, _ in pairs], dtype=F32)
+        sigma_t = np.array([t for _, t in pairs], dtype=F32)
         ndim = np.ndim(original)
         original, noise = np.asarray(original, dtype=F32), np.asarray(noise, dtype=F32)
         return (per_sample(alpha, ndim) * original + per_sample(sigma_t, ndim) * noise).astype(F32)

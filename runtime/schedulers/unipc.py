@@ -9,7 +9,7 @@ Scalars are float32 and combined in diffusers' operation order, so the result ma
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 
@@ -203,13 +203,14 @@ class UniPCMultistepScheduler:
     def _differences(self, base: int, order: int, lambda_s0: np.float32, h: np.float32
                      ) -> tuple[list[np.float32], list[np.ndarray]]:
         """rks and D1s of the earlier outputs: (lambda_si - lambda_s0) / h and (m_i - m0) / r_i, for i < order."""
-        m0 = self.model_outputs[-1]
+        outputs = cast("list[np.ndarray]", self.model_outputs)  # the last `order` are kept by now
+        m0 = outputs[-1]
         rks, d1s = [], []
         with np.errstate(divide="ignore", invalid="ignore"):  # h = 0 or inf at a final sigma, as in diffusers
             for i in range(1, order):
                 rk = (self._lambda(base - i) - lambda_s0) / h
                 rks.append(rk)
-                d1s.append((self.model_outputs[-(i + 1)] - m0) / rk)
+                d1s.append((outputs[-(i + 1)] - m0) / rk)
         return rks, d1s
 
     def _update(self, x: np.ndarray, target: int, base: int, order: int, model_t: np.ndarray | None) -> np.ndarray:
@@ -224,7 +225,7 @@ class UniPCMultistepScheduler:
         rks_arr = np.array(rks, dtype=F32)
         b, h_phi_1, b_h = b_coefficients(-h, order, self.solver_type)
         r = np.stack([rks_arr ** F32(i - 1) for i in range(1, order + 1)])
-        m0 = self.model_outputs[-1]
+        m0 = cast(np.ndarray, self.model_outputs[-1])
         base_x = (sigma_t / sigma_s0) * x - (alpha_t * h_phi_1) * m0
         if model_t is None:  # predictor
             if not d1s:

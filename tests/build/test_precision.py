@@ -145,7 +145,7 @@ def test_weights_on_disk_conversion_is_autocasts(tiny_paths: ArtifactPaths, tmp_
                   location=source.name + ".data", size_threshold=0)
     expected = _autocast(tiny_paths.onnx(component, "opt"), "fp16", feeds[0], tmp_path)
     monkeypatch.setattr(graphfiles, "INLINE_BYTES", 1024)  # every weight is a placeholder while AutoCast runs
-    monkeypatch.setattr(precision, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(graphfiles, "EXTERNAL_DATA_BYTES", 0)
     (source.parent / "work").mkdir()
     model, fill = precision.convert(source, "fp16", feeds, source.parent / "work")
     placeholders = [t for t in model.graph.initializer if t.doc_string]  # weights AutoCast never read

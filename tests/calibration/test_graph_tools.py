@@ -15,6 +15,7 @@ from t2vtrt.calibration import qdq
 from t2vtrt.calibration.groups import layer_groups
 from t2vtrt.calibration.plan import check_plan_nodes, fp16_nodes, load_plan
 from t2vtrt.runtime.errors import T2VError
+from qdq_scales import activation_scales  # tests/support
 
 
 def qdq_conv_graph() -> onnx.ModelProto:
@@ -40,7 +41,7 @@ def test_reading_quantizers() -> None:
     """Activations vs weights, scales, and which nodes read dequantized tensors."""
     model = qdq_conv_graph()
     assert list(qdq.activation_quantizers(model)) == ["x"]
-    assert qdq.activation_scales(model) == {"x": pytest.approx(0.1)}
+    assert activation_scales(model) == {"x": pytest.approx(0.1)}
     assert qdq.quantized_nodes(model) == ["/model/down_blocks.0/resnets.0/conv1/Conv"]
 
 
@@ -48,7 +49,7 @@ def test_set_scales_keeps_dtype_and_refuses_gaps() -> None:
     """New scales land in place; a quantized tensor without a scale is a one-line error."""
     model = qdq_conv_graph()
     qdq.set_activation_scales(model, {"x": 0.5})
-    assert qdq.activation_scales(model) == {"x": 0.5}
+    assert activation_scales(model) == {"x": 0.5}
     with pytest.raises(T2VError, match="no calibrated scale"):
         qdq.set_activation_scales(model, {})
 

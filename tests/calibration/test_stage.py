@@ -14,11 +14,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from t2vtrt.build.graphfiles import load_graph, save_graph
 from t2vtrt.calibration import qdq
 from t2vtrt.calibration.cache import read_cache
 from t2vtrt.calibration.capture import Capture, capture
 from t2vtrt.calibration.gate import judge, load_thresholds, reference_videos
-from t2vtrt.calibration.graphs import load_model, run_first_output, save_model, session
+from t2vtrt.calibration.graphs import run_first_output, session
 from t2vtrt.calibration.paths import CalibPaths
 from t2vtrt.calibration.plan import fp16_nodes, load_plan
 from t2vtrt.calibration.prompts import load_prompts
@@ -27,6 +28,7 @@ from t2vtrt.calibration.u8s8 import activation_matmuls
 from t2vtrt.runtime.errors import T2VError
 
 from .conftest import copy_artifacts, small_budget
+from qdq_scales import activation_scales  # tests/support
 
 WEIGHT_AXIS = {"Conv": 0, "MatMul": 1}  # output channels: Conv weights (Cout, Cin, ...), MatMul weights (K, N)
 
@@ -59,7 +61,7 @@ def test_trt_graph_structure(calibrated) -> None:  # type: ignore[no-untyped-def
     no Q/DQ on an FP16-fallback node, Softmax never quantized."""
     paths, _, _ = calibrated
     cp = CalibPaths(paths)
-    model, excluded = load_model(cp.trt_graph), set(fp16_nodes(load_plan(cp.plan)))
+    model, excluded = load_graph(cp.trt_graph), set(fp16_nodes(load_plan(cp.plan)))
     inits, readers = _inits(model), qdq.consumers(model)
     constants = qdq.constant_tensors(model)
     for node in (n for n in model.graph.node if n.op_type in qdq.QDQ_OPS):
@@ -87,9 +89,9 @@ def test_cpuverify_has_the_same_scales_in_fp32(calibrated) -> None:  # type: ign
     """The gate's graph: ModelOpt imported our cache exactly; the TensorRT graph has it to FP16 rounding."""
     paths, _, _ = calibrated
     cp = CalibPaths(paths)
-    verify, trt = load_model(cp.cpuverify_graph), load_model(cp.trt_graph)
+    verify, trt = load_graph(cp.cpuverify_graph), load_graph(cp.trt_graph)
     _, cached = read_cache(cp.cache)
-    verify_scales, trt_scales = qdq.activation_scales(verify), qdq.activation_scales(trt)
+    verify_scales, trt_scales = activation_scales(verify), activation_scales(trt)
     assert set(verify_scales) == set(trt_scales) and set(verify_scales) <= set(cached)
     assert all(verify_scales[t] == pytest.approx(cached[t], rel=1e-7) for t in verify_scales)
     assert all(trt_scales[t] == pytest.approx(cached[t], rel=1e-3) for t in trt_scales)
@@ -101,7 +103,7 @@ def test_u8s8_graph(calibrated) -> None:  # type: ignore[no-untyped-def]
     and activation scales from entropy, not MinMax."""
     paths, _, _ = calibrated
     cp = CalibPaths(paths)
-    model, excluded = load_model(cp.u8s8_graph), set(fp16_nodes(load_plan(cp.plan)))
+    model, excluded = load_graph(cp.u8s8_graph), set(fp16_nodes(load_plan(cp.plan)))
     inits, readers = _inits(model), qdq.consumers(model)
     ranges, _ = load_ranges(cp.ranges)
     quantizers = qdq.activation_quantizers(model)
@@ -117,10 +119,10 @@ def test_u8s8_graph(calibrated) -> None:  # type: ignore[no-untyped-def]
     requantized = {n.op_type for n in linear if any(r.op_type == "QuantizeLinear" for r in readers[n.output[0]])}
     assert requantized == {"Conv"}
     # Attention's activation x activation MatMuls stay float (uint8 softmax probabilities are too coarse).
-    attention = set(activation_matmuls(load_model(CalibPaths(paths).source)))
+    attention = set(activation_matmuls(load_graph(CalibPaths(paths).source)))
     assert attention and qdq.nodes_touching_qdq(model, attention) == []
     minmax = {t: (max(r.max, 0.0) - min(r.min, 0.0)) / 255.0 for t, r in ranges.items()}
-    got = qdq.activation_scales(model)
+    got = activation_scales(model)
     assert sum(not np.isclose(got[t], minmax[t], rtol=1e-3) for t in got) > 0.6 * len(got)
 
 
@@ -144,15 +146,15 @@ def test_bad_plans_fail_the_gate(calibrated, tmp_path: Path) -> None:  # type: i
     paths, _, report = calibrated
     cp = CalibPaths(paths)
     limits, evals = load_thresholds("tiny"), Capture.load(cp.eval_data).feeds
-    reference = run_first_output(session(load_model(cp.source)), evals)
-    everything = load_model(cp.layout)  # every quantizable node in INT8, Softmax-adjacent and norms included
+    reference = run_first_output(session(load_graph(cp.source)), evals)
+    everything = load_graph(cp.layout)  # every quantizable node in INT8, Softmax-adjacent and norms included
     qdq.set_activation_scales(everything, scales(load_ranges(cp.ranges)[0], "entropy"))
-    times8 = load_model(cp.cpuverify_graph)
-    qdq.set_activation_scales(times8, {t: s * 8 for t, s in qdq.activation_scales(times8).items()})
+    times8 = load_graph(cp.cpuverify_graph)
+    qdq.set_activation_scales(times8, {t: s * 8 for t, s in activation_scales(times8).items()})
     cases = reference_videos(paths, load_prompts("eval", 1), (0,))
-    broken = judge(paths, "scales-x8", save_model(times8, tmp_path / "x8.onnx"), "int8-qdq", evals, reference, cases, limits)
+    broken = judge(paths, "scales-x8", save_graph(times8, tmp_path / "x8.onnx"), "int8-qdq", evals, reference, cases, limits)
     assert not broken.passed and any("denoiser" in f for f in broken.failures), broken.denoiser
-    graph = save_model(everything, tmp_path / "no-fallback.onnx")
+    graph = save_graph(everything, tmp_path / "no-fallback.onnx")
     unscheduled = judge(paths, "no-fallback", graph, "int8-qdq", evals, reference, cases, replace(limits, max_float_step_share=0.0))
     assert not unscheduled.passed and unscheduled.float_steps == unscheduled.steps, unscheduled.failures
     scheduled = judge(paths, "no-fallback", graph, "int8-qdq", evals, reference, cases, limits)
@@ -171,8 +173,8 @@ def test_calibration_is_deterministic(calibrated) -> None:  # type: ignore[no-un
     assert first.meta == second.meta and len(first.feeds) == 3
     for a, b in zip(first.feeds, second.feeds):
         assert all(np.array_equal(a[k], b[k]) for k in a)
-    source, feeds = load_model(cp.source), Capture.load(cp.data).feeds[:4]
-    tensors = list(qdq.activation_quantizers(load_model(cp.layout)))[:40]
+    source, feeds = load_graph(cp.source), Capture.load(cp.data).feeds[:4]
+    tensors = list(qdq.activation_quantizers(load_graph(cp.layout)))[:40]
     one, two = (collect_ranges(source, tensors, feeds) for _ in range(2))
     assert scales(one, "entropy") == scales(two, "entropy")
 
@@ -233,7 +235,7 @@ def test_cli_unknown_method_is_one_line(calibrated) -> None:  # type: ignore[no-
 def test_cpu_target_runs_int8(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The engines stage ships the U8S8 graph as `int8` and the signed one as `int8-qdq`; the runtime runs both."""
     from t2vtrt.build.engines.cpu import build_cpu_target
-    from t2vtrt.calibration.metrics import psnr_per_frame
+    from t2vtrt.build.compare.frames import psnr_per_frame
     from t2vtrt.runtime.pipeline import Pipeline
 
     paths = copy_artifacts(calibrated[0], tmp_path)
@@ -253,7 +255,7 @@ def test_cpu_target_runs_int8(calibrated, tmp_path: Path) -> None:  # type: igno
     limits = load_thresholds("tiny")
     for precision in ("int8", "int8-qdq"):
         assert videos[precision].shape == videos["fp32"].shape
-        assert min(psnr_per_frame(videos[precision], videos["fp32"])) >= limits.video_psnr_min_db, precision
+        assert min(psnr_per_frame(videos["fp32"], videos[precision])) >= limits.video_psnr_min_db, precision
 
 
 def test_gated_schedule_vouches_only_for_the_gated_file(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -294,15 +296,15 @@ def test_int8_graph_tolerances_fail_the_no_fallback_graph(calibrated) -> None:  
     paths, _, _ = calibrated
     cp = CalibPaths(paths)
     feeds = Capture.load(cp.eval_data).feeds
-    reference_session = session(load_model(paths.onnx("denoiser")))
+    reference_session = session(load_graph(paths.onnx("denoiser")))
     reference = [reference_session.run(None, f)[0] for f in feeds]
-    everything = load_model(cp.layout)
+    everything = load_graph(cp.layout)
     ranges, meta = load_ranges(cp.ranges)
     qdq.set_activation_scales(everything, scales(ranges, meta["method"]))
     limits = graph_thresholds(load_tolerances(), "denoiser", "int8-qdq")
     assert limits is not None and set(limits) == {"rel_l2", "cosine", "psnr"}
     bad, good = _graph_worst(everything, feeds, reference), _graph_worst(str(cp.cpuverify_graph), feeds, reference)
     for metric, limit in limits.items():
-        fails = (lambda v: v > limit) if GRAPH_METRICS[metric] == "max" else (lambda v: v < limit)
-        assert fails(bad[metric]), (metric, bad, limit)
-        assert not fails(good[metric]), (metric, good, limit)
+        worse = (lambda v, lim=limit: v > lim) if GRAPH_METRICS[metric] == "max" else (lambda v, lim=limit: v < lim)
+        assert worse(bad[metric]), (metric, bad, limit)
+        assert not worse(good[metric]), (metric, good, limit)

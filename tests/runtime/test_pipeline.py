@@ -64,3 +64,16 @@ def test_low_vram_loads_each_stage_on_demand(tiny_engines: Path) -> None:
     video = low(PROMPT, steps=2, frames=2, height=32, width=32, seed=3)
     assert low.sessions == {}
     assert np.array_equal(video, Pipeline.from_dir(tiny_engines)(PROMPT, steps=2, frames=2, height=32, width=32, seed=3))
+
+
+def test_recording_sees_every_engine_call_and_changes_nothing(pipe: Pipeline) -> None:
+    """Pipeline.recording tells a hook each engine call's component and inputs, only inside the block; frames are as without it."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    with pipe.recording(lambda component, feeds: calls.append((component, tuple(sorted(feeds))))):
+        recorded = pipe(PROMPT, steps=2, frames=2, height=32, width=32, seed=3)
+    plain = pipe(PROMPT, steps=2, frames=2, height=32, width=32, seed=3)
+    assert np.array_equal(recorded, plain)
+    assert [c for c, _ in calls] == ["text_encoder", "denoiser", "denoiser", "vae_decoder"]
+    assert calls[1][1] == ("encoder_hidden_states", "sample", "timestep")
+    pipe(PROMPT, steps=1, frames=2, height=32, width=32, seed=3)
+    assert len(calls) == 4  # the hook is gone once the block ends

@@ -208,7 +208,8 @@ def test_dpm_set_timesteps_resets_history() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"thresholding": True}, {"algorithm_type": "sde-dpmsolver++"}, {"solver_order": 3}, {"use_flow_sigmas": True}],
+    [{"thresholding": True}, {"algorithm_type": "sde-dpmsolver++"}, {"solver_order": 3}, {"use_flow_sigmas": True},
+     {"prediction_type": "flow_prediction"}],
 )
 def test_dpm_unsupported_options_are_refused(options: dict) -> None:
     with pytest.raises(ValueError):
@@ -275,6 +276,23 @@ def test_flow_euler_scale_noise_matches_diffusers() -> None:
 def test_flow_euler_unsupported_options_are_refused(options: dict) -> None:
     with pytest.raises(ValueError):
         make_scheduler("flow-euler", {"shift": 3.0, **options})
+
+
+@pytest.mark.parametrize("steps", STEP_COUNTS)
+@pytest.mark.parametrize("flow_shift", [1.0, 3.0, 5.0])
+@pytest.mark.parametrize("options", [{}, {"solver_order": 1}, {"solver_type": "heun"}, {"final_sigmas_type": "sigma_min"}],
+                         ids=["2m", "order-1", "heun", "sigma-min"])
+def test_dpm_flow_sigmas_match_diffusers(options: dict, flow_shift: float, steps: int) -> None:
+    """DPM-Solver++ over flow sigmas (a flow-matching model such as Wan's), as diffusers offers it."""
+    config = {"use_flow_sigmas": True, "flow_shift": flow_shift, "prediction_type": "flow_prediction", **options}
+    ours, ref = pair("dpm++", diffusers.DPMSolverMultistepScheduler, config)
+    compare(ours, ref, steps)
+
+
+@pytest.mark.parametrize(("name", "prediction_type"), [("dpm++", "epsilon"), ("dpm++karras", "flow_prediction")])
+def test_dpm_flow_sigmas_refuse_what_does_not_fit(name: str, prediction_type: str) -> None:
+    with pytest.raises(ValueError):
+        make_scheduler(name, {"use_flow_sigmas": True, "flow_shift": 5.0, "prediction_type": prediction_type})
 
 
 # --- UniPC (Wan's default sampler with flow sigmas; the VP schedule for UNet3D) -----------------------

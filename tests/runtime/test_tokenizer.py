@@ -18,7 +18,7 @@ BOS, EOS = 49406, 49407
 @pytest.fixture(scope="session")
 def clip_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real CLIP tokenizer.json, written once per session by the build stage."""
-    from t2vtrt.build.tokenizer import write_clip_tokenizer
+    from t2vtrt.build.clip_tokenizer import write_clip_tokenizer
 
     return write_clip_tokenizer(tmp_path_factory.mktemp("clip_tok") / "tokenizer.json")
 

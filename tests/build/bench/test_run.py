@@ -9,7 +9,7 @@ import numpy as np
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.bench.run import markdown, stage_seconds, summarize
-from t2vtrt.build.progress import record_stage
+from t2vtrt.build.stage_record import record_stage
 
 
 def side(total: float, **extra: float) -> dict[str, float]:

@@ -15,7 +15,8 @@ from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.compare import load_golden, load_tolerances, run_compare
 from t2vtrt.build.compare.capture import EvalSet, load_inputs
 from t2vtrt.build.compare.gates import FAILED, PASSED, SKIPPED
-from t2vtrt.build.compare.stage import CompareRun, compare_component
+from t2vtrt.build.compare.run import CompareRun
+from t2vtrt.build.compare.stage import compare_component
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import load_manifest
 

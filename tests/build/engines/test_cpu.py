@@ -9,7 +9,8 @@ from pathlib import Path
 import onnx
 
 from t2vtrt.build.artifacts import ArtifactPaths
-from t2vtrt.build.engines.cpu import build_cpu_target, external_data_files
+from t2vtrt.build.engines.cpu import build_cpu_target
+from t2vtrt.build.graphfiles import external_data_files
 from t2vtrt.build.provenance import graph_digest
 from t2vtrt.runtime.manifest import load_manifest
 from t2vtrt.runtime.pipeline import Pipeline
@@ -23,7 +24,7 @@ def test_external_data_is_copied_and_hashed(tiny_paths: ArtifactPaths, tmp_path:
     graph = paths.onnx("text_encoder", "opt")
     model = onnx.load(str(graph))
     onnx.save(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location="text_encoder.opt.onnx.data", size_threshold=1024)
-    assert external_data_files(graph) == ["text_encoder.opt.onnx.data"]
+    assert external_data_files(graph) == [graph.with_name("text_encoder.opt.onnx.data")]
     report = json.loads(paths.surgery_report.read_text())  # as surgery records a graph it saved with external data
     report["graphs"]["text_encoder"] = graph_digest(graph)
     paths.surgery_report.write_text(json.dumps(report))
@@ -65,9 +66,9 @@ def test_cpu_denoiser_runs_fused_attention_with_the_same_output(tiny_paths: Arti
 def test_a_rewritten_graph_past_the_size_limit_keeps_its_weights_beside_it(tiny_paths: ArtifactPaths, tmp_path: Path,
                                                                            monkeypatch) -> None:
     """A fused graph too big for one protobuf is written with external data, which the manifest lists and hashes."""
-    import t2vtrt.build.surgery.run as surgery_run
+    from t2vtrt.build import graphfiles
 
-    monkeypatch.setattr(surgery_run, "EXTERNAL_DATA_BYTES", 0)  # every rewritten graph counts as > 2 GB
+    monkeypatch.setattr(graphfiles, "EXTERNAL_DATA_BYTES", 0)  # every rewritten graph counts as > 2 GB
     paths = ArtifactPaths(tmp_path / "tiny")
     shutil.copytree(tiny_paths.onnx_dir, paths.onnx_dir)
     manifest_path = build_cpu_target(paths)

@@ -119,8 +119,8 @@ def test_tensorrt_and_cuda_python_share_a_cuda_major(trt_cuda: int | None, cuda_
     if ok:
         check.check_cuda_pairing(trt_cuda, cuda_python)
     else:
-        with pytest.raises(check.T2VError, match=rf"built for CUDA {trt_cuda} but cuda-python {cuda_python}\.x .*"
-                                                 r"'\.\[build,gpu\]' \(CUDA 12, driver r535\+\) or '\.\[build,gpu-cu13\]' \(CUDA 13, driver r580\+\)"):
+        extras = r"'\.\[build,gpu\]' \(CUDA 12, driver r535\+\) or '\.\[build,gpu-cu13\]' \(CUDA 13, driver r580\+\)"
+        with pytest.raises(check.T2VError, match=rf"built for CUDA {trt_cuda} but cuda-python {cuda_python}\.x .*" + extras):
             check.check_cuda_pairing(trt_cuda, cuda_python)
 
 

@@ -113,7 +113,6 @@ def test_weights_left_on_disk_give_the_same_graph(exports, tmp_path, monkeypatch
     it writes from memory, with one <graph>.onnx.data."""
     from t2vtrt.build import graphfiles
     from t2vtrt.build.surgery import PIPELINES
-    import t2vtrt.build.surgery.run as surgery_run
 
     passes = PIPELINES["denoiser"]
     in_memory = tmp_path / "mem" / "denoiser.opt.onnx"
@@ -123,7 +122,7 @@ def test_weights_left_on_disk_give_the_same_graph(exports, tmp_path, monkeypatch
     onnx.save(onnx.load(str(exports / "denoiser.onnx")), str(split), save_as_external_data=True,
               all_tensors_to_one_file=False, size_threshold=0)
     monkeypatch.setattr(graphfiles, "INLINE_BYTES", 256)  # every weight stays on disk; scalars and shapes are read
-    monkeypatch.setattr(surgery_run, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(graphfiles, "EXTERNAL_DATA_BYTES", 0)
     on_disk = tmp_path / "disk" / "denoiser.opt.onnx"
     report = run_surgery(split, on_disk, passes)
     assert {p["name"]: p["changed"] for p in report["passes"]}["fold_scale_into_weights"] > 0

@@ -7,7 +7,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-import t2vtrt.build.surgery.run as surgery_run
+from t2vtrt.build import graphfiles
 from t2vtrt.build.surgery import DEFAULT_PIPELINE, PASSES, PIPELINES, get_pass, run_surgery
 from t2vtrt.runtime.errors import T2VError
 
@@ -86,7 +86,7 @@ def test_invalid_input(tmp_path):
 def test_large_models_use_external_data_both_ways(small_model, tmp_path, monkeypatch, ortc):
     # Pretend 16 KB is "over 2 GB": the model is saved with its weights beside it, checked by path, and
     # a model saved that way loads again as an input.
-    monkeypatch.setattr(surgery_run, "EXTERNAL_DATA_BYTES", 1)
+    monkeypatch.setattr(graphfiles, "EXTERNAL_DATA_BYTES", 1)
     first = tmp_path / "ext" / "a.onnx"
     run_surgery(small_model, first)
     assert (first.parent / "a.onnx.data").is_file()

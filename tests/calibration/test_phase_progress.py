@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from t2vtrt.calibration.progress import phase_bars
+from t2vtrt.calibration.phase_progress import phase_bars
 
 
 def test_a_log_gets_lines_even_when_quiet() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from t2vtrt.build.tokenizer import BOS_ID, DEFAULT_BPE, EOS_ID, VOCAB_SIZE, write_clip_tokenizer
+from t2vtrt.build.clip_tokenizer import BOS_ID, DEFAULT_BPE, EOS_ID, VOCAB_SIZE, write_clip_tokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
@@ -215,7 +215,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# --- A port of OpenAI CLIP's simple_tokenizer.py (MIT), kept independent of t2vtrt.build.tokenizer. ---
+# --- A port of OpenAI CLIP's simple_tokenizer.py (MIT), kept independent of t2vtrt.build.clip_tokenizer. ---
 # ftfy.fix_text is not installed; for these prompts (no mojibake) its effect is the NFC normalization below.
 
 

@@ -6,7 +6,7 @@ import contextlib
 import sys
 from typing import Callable, Iterator, TextIO
 
-from t2vtrt.runtime.progress import plain_lines
+from t2vtrt.runtime.step_progress import plain_lines
 
 Event = Callable[[str, int, int], None]
 
@@ -16,14 +16,18 @@ def phase_bars(quiet: bool = False, stream: TextIO | None = None) -> Iterator[Ev
     """Yield on_event(phase, done, total): bars on a terminal (none when quiet), plain timed lines otherwise."""
     stream = stream or sys.stderr
     if not stream.isatty():
-        yield plain_lines(stream)
+        lines = plain_lines(stream)
+        try:
+            yield lines
+        finally:
+            lines.close()
         return
     if quiet:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from t2vtrt.build.progress import console
+    from t2vtrt.build.task_progress import console
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:

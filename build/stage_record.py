@@ -1,36 +1,14 @@
-"""rich progress bars and the end-of-build summary; --quiet turns them all off."""
+"""The record each finished stage leaves in logs/<n>-<stage>.json, and the end-of-build summary read from them."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from t2vtrt.runtime.files import write_json
-
-console = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def task_bar(description: str, total: int, quiet: bool = False) -> Iterator[Any]:
-    """A progress bar; yields `advance(label)`. With quiet, a no-op."""
-    if quiet:
-        yield lambda label=None: None
-        return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[label]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total, label="")
-
-        def advance(label: str | None = None) -> None:
-            progress.update(task, advance=1, label=label or "")
-
-        yield advance
 
 
 def record_stage(root: Path, stage: str, seconds: float, files: list[Path]) -> None:
