@@ -60,9 +60,7 @@ def build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
     return vocab
 
 
-def build_tokenizer(
-    vocab: dict[str, int], merges: list[tuple[str, str]], max_length: int, pad_token: str
-) -> Tokenizer:
+def build_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], max_length: int, pad_token: str) -> Tokenizer:
     """A tokenizers.Tokenizer configured exactly like transformers' CLIPTokenizer(Fast), plus fixed padding."""
     model = BPE(
         vocab=vocab,
@@ -73,9 +71,7 @@ def build_tokenizer(
         unk_token=EOS,
     )
     tok = Tokenizer(model)
-    tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-    )
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
@@ -83,9 +79,7 @@ def build_tokenizer(
         ]
     )
     # "</w>" marks a word end: make it the byte-level space char so ByteLevel decodes it, then drop the last one.
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("</w>", "\u0120"), decoders.ByteLevel(), decoders.Strip(" ", 0, 1)]
-    )
+    tok.decoder = decoders.Sequence([decoders.Replace("</w>", "\u0120"), decoders.ByteLevel(), decoders.Strip(" ", 0, 1)])
     # Matched on the raw text, before lowercasing, as transformers' CLIP tokenizer does.
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (BOS, EOS)])
     bos_id, eos_id = vocab[BOS], vocab[EOS]
@@ -101,9 +95,7 @@ def build_tokenizer(
     return tok
 
 
-def write_clip_tokenizer(
-    out_path: Path, bpe_gz: Path = DEFAULT_BPE, max_length: int = 77, pad_token: str = EOS
-) -> Path:
+def write_clip_tokenizer(out_path: Path, bpe_gz: Path = DEFAULT_BPE, max_length: int = 77, pad_token: str = EOS) -> Path:
     """Write tokenizer.json at `out_path` plus transformers' CLIP files beside it; return `out_path`."""
     out_path = Path(out_path)
     merges = read_merges(bpe_gz)
@@ -117,9 +109,7 @@ def write_clip_tokenizer(
     return out_path
 
 
-def write_transformers_files(
-    folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]], max_length: int, pad_token: str
-) -> None:
+def write_transformers_files(folder: Path, vocab: dict[str, int], merges: list[tuple[str, str]], max_length: int, pad_token: str) -> None:
     """vocab.json, merges.txt and the two configs, as in openai/clip-vit-large-patch14's tokenizer folder."""
     _write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False) + "\n")
     _write_text(folder / "merges.txt", "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))

@@ -115,8 +115,7 @@ def export_all(
     return paths
 
 
-def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float], None] | None = None,
-               exporter: str | None = None) -> dict[str, Any]:
+def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float], None] | None = None, exporter: str | None = None) -> dict[str, Any]:
     """The export stage: resolve the model, export its three graphs, write onnx/export.json."""
     from t2vtrt.build.artifacts import ArtifactPaths
     from t2vtrt.build.families import get_family
@@ -128,7 +127,7 @@ def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float],
     family = get_family(ref.family)
     with _undo_new_dirs(paths.onnx_dir):
         loaded = _load_model(family, ref.model_dir, paths.onnx_dir)
-        specs = family.component_specs(loaded, ref.ranges)
+        specs = family.component_specs(loaded.config, ref.ranges)
         exporter = exporter or family.EXPORTER
         try:
             export_all(loaded.modules, specs, paths.onnx_dir, exporter, family.OPSET, on_done)
@@ -141,13 +140,17 @@ def run_export(model: str, artifacts_root: Path, on_done: Callable[[str, float],
     info = {
         "model": {"name": ref.name, "family": ref.family, "source": str(ref.model_dir), "hash": model_hash(ref.model_dir)},
         "exporter": {"kind": exporter, "opset": family.OPSET},
-        "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(paths.onnx_dir / "tokenizer.json"),
-                      "max_length": loaded.tokenizer_max_length, "pad_id": loaded.tokenizer_pad_id},
+        "tokenizer": {
+            "file": "tokenizer.json",
+            "sha256": sha256_file(paths.onnx_dir / "tokenizer.json"),
+            "max_length": loaded.tokenizer_max_length,
+            "pad_id": loaded.tokenizer_pad_id,
+        },
         "scheduler": loaded.scheduler.to_json(),
         "latent": loaded.latent.to_json(),
         "defaults": ref.defaults.to_json(),
         "ranges": ref.ranges.to_json(),
-        "sensitive_layers": list(getattr(family, "SENSITIVE_LAYERS", ())),
+        "sensitive_layers": list(family.SENSITIVE_LAYERS),
         # The sizes the family's specs need, so a GPU profile's other shape ranges can be planned later.
         "config": loaded.config,
         "components": {name: spec.to_json() for name, spec in specs.items()},
@@ -179,9 +182,10 @@ _FS_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM
 def _unloadable(model_dir: Path, exc: BaseException) -> T2VError:
     """A model whose files cannot be read: name the first reason and the fix."""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return T2VError(f"the model in {model_dir} cannot be loaded ({reason}): a weight or config file is missing or "
-                    "truncated; copy the model directory again (all of unet/, vae/, text_encoder/, tokenizer/)")
-
+    return T2VError(
+        f"the model in {model_dir} cannot be loaded ({reason}): a weight or config file is missing or "
+        "truncated; copy the model directory again (all of unet/, vae/, text_encoder/, tokenizer/)"
+    )
 
 
 @contextlib.contextmanager

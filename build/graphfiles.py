@@ -87,8 +87,7 @@ def needs_external_data(path: Path) -> bool:
 def external_data_files(graph: Path) -> list[Path]:
     """The files beside `graph` that hold its external weights, sorted by name (no weight is read)."""
     model = onnx.load(str(graph), load_external_data=False)
-    names = {entry.value for tensor in all_tensors(model) if is_external(tensor)
-             for entry in tensor.external_data if entry.key == "location"}
+    names = {entry.value for tensor in all_tensors(model) if is_external(tensor) for entry in tensor.external_data if entry.key == "location"}
     return [Path(graph).parent / name for name in sorted(names)]
 
 
@@ -123,8 +122,10 @@ def _locate(tensor: onnx.TensorProto, base: Path, graph: Path, missing_ok: bool 
     if not file.is_file() or file.stat().st_size < offset + length:
         if missing_ok:
             return False
-        raise T2VError(f"{graph} is not a readable ONNX model: the weights of {tensor.name} are missing or truncated in "
-                       f"{found}; copy the graph together with its data file(s), or export it again")
+        raise T2VError(
+            f"{graph} is not a readable ONNX model: the weights of {tensor.name} are missing or truncated in "
+            f"{found}; copy the graph together with its data file(s), or export it again"
+        )
     return True
 
 
@@ -229,8 +230,7 @@ def spill_constants(graph: gs.Graph, spill: Path, threshold: int = DATA_THRESHOL
                 continue
             if values.dtype.kind not in "biuf" or values.nbytes < threshold:
                 continue
-            proto = onnx.TensorProto(name=tensor.name, dims=list(values.shape),
-                                     data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype))
+            proto = onnx.TensorProto(name=tensor.name, dims=list(values.shape), data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype))
             offset = out.tell()
             out.write(np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"), copy=False).tobytes())
             _point(proto, str(spill.resolve()), offset, values.nbytes)

@@ -151,10 +151,7 @@ def check_model_arg(model: str) -> Path:
     """A non-embedded MODEL as a path: one-line errors for an unknown name, a missing path or a file; touches nothing."""
     path = Path(model).expanduser()
     if not path.exists() and os.sep not in model and not model.startswith("."):
-        raise T2VError(
-            f"unknown model {model!r}: pass an embedded name ({', '.join(sorted(EMBEDDED))}) "
-            "or the path of a local diffusers directory"
-        )
+        raise T2VError(f"unknown model {model!r}: pass an embedded name ({', '.join(sorted(EMBEDDED))}) or the path of a local diffusers directory")
     detect_family_dir(path)
     return path
 
@@ -162,11 +159,15 @@ def check_model_arg(model: str) -> Path:
 def detect_family_dir(path: Path) -> None:
     """Refuse a model path that is missing or a file, naming which."""
     if path.is_file():
-        raise T2VError(f"model {path} is a file, not a directory: pass the diffusers model folder (the one holding "
-                       f"unet/, vae/, text_encoder/) or an embedded name ({', '.join(sorted(EMBEDDED))})")
+        raise T2VError(
+            f"model {path} is a file, not a directory: pass the diffusers model folder (the one holding "
+            f"unet/, vae/, text_encoder/) or an embedded name ({', '.join(sorted(EMBEDDED))})"
+        )
     if not path.is_dir():
-        raise T2VError(f"model directory {path} does not exist: pass MODEL=<a local diffusers directory> "
-                       f"or an embedded model name ({', '.join(sorted(EMBEDDED))})")
+        raise T2VError(
+            f"model directory {path} does not exist: pass MODEL=<a local diffusers directory> "
+            f"or an embedded model name ({', '.join(sorted(EMBEDDED))})"
+        )
 
 
 def _copy_shipped(shipped: Path, model_dir: Path) -> None:

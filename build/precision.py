@@ -57,8 +57,9 @@ def record_path(paths: ArtifactPaths, component: str, precision: str) -> Path:
     return paths.onnx_dir / f"{component}.{precision}.json"
 
 
-def write_low_precision(paths: ArtifactPaths, allowed: tuple[str, ...], tolerances: dict[str, Any] | None = None,
-                        on_step: Progress | None = None) -> dict[str, dict[str, Any]]:
+def write_low_precision(
+    paths: ArtifactPaths, allowed: tuple[str, ...], tolerances: dict[str, Any] | None = None, on_step: Progress | None = None
+) -> dict[str, dict[str, Any]]:
     """Per component, the FP16 (or BF16) graph a GPU target builds from; returns each component's record."""
     from t2vtrt.build.compare.tolerances import load_tolerances
 
@@ -80,8 +81,9 @@ def preferred_order(family: str, component: str, allowed: tuple[str, ...]) -> li
     return [p for p in order if p in allowed]
 
 
-def _first_passing(paths: ArtifactPaths, info: dict[str, Any], component: str, order: list[str],
-                   tolerances: dict[str, Any], step: Progress) -> dict[str, Any]:
+def _first_passing(
+    paths: ArtifactPaths, info: dict[str, Any], component: str, order: list[str], tolerances: dict[str, Any], step: Progress
+) -> dict[str, Any]:
     """The first precision of `order` whose graph passes its gate (the only one left on disk); the last record when none does."""
     record: dict[str, Any] = {}
     for precision in order:
@@ -104,13 +106,18 @@ def _remove_variant(paths: ArtifactPaths, component: str, precision: str, keep_r
         record_path(paths, component, precision).unlink(missing_ok=True)
 
 
-def ensure_variant(paths: ArtifactPaths, info: dict[str, Any], component: str, precision: str,
-                   tolerances: dict[str, Any], step: Progress) -> dict[str, Any]:
+def ensure_variant(
+    paths: ArtifactPaths, info: dict[str, Any], component: str, precision: str, tolerances: dict[str, Any], step: Progress
+) -> dict[str, Any]:
     """Write and gate one variant unless its record says it was made from these very inputs."""
     source, reference = paths.onnx(component, "opt"), paths.onnx(component)
     inputs = {"source": sha256_file(source), "reference": sha256_file(reference)}
-    settings = {"keep_fp32_ops": list(KEEP_FP32_OPS), "data_max": DATA_MAX, "gate_shape": "min",
-                "thresholds": _thresholds(tolerances, component, precision)}
+    settings = {
+        "keep_fp32_ops": list(KEEP_FP32_OPS),
+        "data_max": DATA_MAX,
+        "gate_shape": "min",
+        "thresholds": _thresholds(tolerances, component, precision),
+    }
     record_file = record_path(paths, component, precision)
     if record_file.is_file():
         old = json.loads(record_file.read_text())
@@ -130,8 +137,15 @@ def ensure_variant(paths: ArtifactPaths, info: dict[str, Any], component: str, p
             _publish(staged, out)
         else:
             _remove_variant(paths, component, precision, keep_record=True)
-    record = {"version": RECORD_VERSION, "component": component, "precision": precision, "file": out.name if gate["passed"] else None,
-              "inputs": inputs, "settings": settings, "gate": gate}
+    record = {
+        "version": RECORD_VERSION,
+        "component": component,
+        "precision": precision,
+        "file": out.name if gate["passed"] else None,
+        "inputs": inputs,
+        "settings": settings,
+        "gate": gate,
+    }
     write_json(record_file, record)
     return record
 
@@ -142,8 +156,10 @@ def _thresholds(tolerances: dict[str, Any], component: str, precision: str) -> d
 
     found = graph_thresholds(tolerances, component, precision)
     if found is None:
-        raise T2VError(f"no thresholds for {component} {precision} in the tolerances file: measure it and add "
-                       f"[graph.{component}.{precision}] to build/compare/tolerances.toml")
+        raise T2VError(
+            f"no thresholds for {component} {precision} in the tolerances file: measure it and add "
+            f"[graph.{component}.{precision}] to build/compare/tolerances.toml"
+        )
     return found
 
 
@@ -160,8 +176,7 @@ def spec_from_json(name: str, data: dict[str, Any]) -> Any:
     from t2vtrt.build.families.spec import ComponentSpec, TensorSpec
 
     def tensors(entries: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"]), tuple(t["value_range"]) if "value_range" in t else None)
-                     for t in entries)
+        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"]), tuple(t["value_range"]) if "value_range" in t else None) for t in entries)
 
     return ComponentSpec(name, tensors(data["inputs"]), tensors(data["outputs"]), {k: tuple(v) for k, v in data["axes"].items()})
 
@@ -198,22 +213,43 @@ def _convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], w
     logging.getLogger("modelopt").setLevel(logging.ERROR)  # its per-graph warnings are routine
     model = externalize(load_graph(source), work / "weights.bin")
     io_metadata = autocast._capture_network_io_metadata(model, True)
-    sanitizer = GraphSanitizer(model, 22 if precision == "bf16" else 13, trt_plugins=[], trt_plugins_precision=[],
-                               max_ir_version=autocast.LATEST_IR_VERSION_SUPPORTED_BY_ORT, onnx_path=str(source))
+    sanitizer = GraphSanitizer(
+        model,
+        22 if precision == "bf16" else 13,
+        trt_plugins=[],
+        trt_plugins_precision=[],
+        max_ir_version=autocast.LATEST_IR_VERSION_SUPPORTED_BY_ORT,
+        onnx_path=str(source),
+    )
     sanitizer.sanitize()
     model = onnx_utils.infer_types(sanitizer.model, False, strict_mode=True)
     stats = reference_stats(model, source, feeds[0])
     keep = _InitializerRange(_overflowing_nodes(ac_utils.setup_mappings(model)[2], autocast.DEFAULT_INIT_MAX))
     _to_placeholders(model)
     value_info_map, initializer_map, node_to_init = ac_utils.setup_mappings(model)
-    classifier = NodeClassifier(model, node_to_init, initializer_map, op_types_to_exclude=list(KEEP_FP32_OPS),
-                                data_max=DATA_MAX, init_max=None, custom_rule=keep,
-                                custom_ops_low_precision_nodes=sanitizer.custom_ops_low_precision_nodes or [])
+    classifier = NodeClassifier(
+        model,
+        node_to_init,
+        initializer_map,
+        op_types_to_exclude=list(KEEP_FP32_OPS),
+        data_max=DATA_MAX,
+        init_max=None,
+        custom_rule=keep,
+        custom_ops_low_precision_nodes=sanitizer.custom_ops_low_precision_nodes or [],
+    )
     # init_conversion_max_bytes=0: every weight gets a run-time Cast instead of being read (folded below).
-    converter = PrecisionConverter(model, value_info_map, initializer_map, node_to_init, keep_io_types=True,
-                                   low_precision_type=precision, init_conversion_max_bytes=0,
-                                   custom_ops=sanitizer.custom_ops, original_network_io_metadata=io_metadata,
-                                   sanitize_model=False)
+    converter = PrecisionConverter(
+        model,
+        value_info_map,
+        initializer_map,
+        node_to_init,
+        keep_io_types=True,
+        low_precision_type=precision,
+        init_conversion_max_bytes=0,
+        custom_ops=sanitizer.custom_ops,
+        original_network_io_metadata=io_metadata,
+        sanitize_model=False,
+    )
     casts_before = {n.name for n in model.graph.node if n.op_type == "Cast"}
     low, high = classifier.run(stats)
     converted = converter.convert(high, low)
@@ -251,15 +287,15 @@ def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> di
     for node in graph.node:
         nodes.append(node)
         for name in node.output:
-            if not name or types.get(name, TensorProto.UNDEFINED) in (TensorProto.UNDEFINED, TensorProto.BOOL,
-                                                                        TensorProto.STRING):
+            if not name or types.get(name, TensorProto.UNDEFINED) in (TensorProto.UNDEFINED, TensorProto.BOOL, TensorProto.STRING):
                 continue  # a bool is never out of range; an untyped tensor cannot be reduced
             absmax, size = f"{name}/t2vtrt_absmax", f"{name}/t2vtrt_size"
-            nodes += [helper.make_node("Abs", [name], [f"{name}/t2vtrt_abs"]),
-                      helper.make_node("ReduceMax", [f"{name}/t2vtrt_abs"], [absmax], keepdims=0),
-                      helper.make_node("Size", [name], [size])]
-            graph.output.extend([helper.make_tensor_value_info(absmax, types[name], []),
-                                 helper.make_tensor_value_info(size, TensorProto.INT64, [])])
+            nodes += [
+                helper.make_node("Abs", [name], [f"{name}/t2vtrt_abs"]),
+                helper.make_node("ReduceMax", [f"{name}/t2vtrt_abs"], [absmax], keepdims=0),
+                helper.make_node("Size", [name], [size]),
+            ]
+            graph.output.extend([helper.make_tensor_value_info(absmax, types[name], []), helper.make_tensor_value_info(size, TensorProto.INT64, [])])
             wanted[name] = (absmax, size)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -278,8 +314,10 @@ def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> di
         values = dict(zip(names, session.run(names, feed)))
     finally:
         path.unlink(missing_ok=True)
-    stats = {name: TensorStats(float(np.max(np.abs(v))) if v.size else 0.0, float(v.min()) if v.size else 0.0,
-                               float(v.max()) if v.size else 0.0, v.shape) for name, v in feed.items()}
+    stats = {
+        name: TensorStats(float(np.max(np.abs(v))) if v.size else 0.0, float(v.min()) if v.size else 0.0, float(v.max()) if v.size else 0.0, v.shape)
+        for name, v in feed.items()
+    }
     for name, (absmax, size) in wanted.items():
         count = int(values[size])
         # min/max are not measured (AutoCast only logs them); |max| and size are what its rule decides on.
@@ -326,8 +364,7 @@ def _to_placeholders(model: Any) -> None:
     for init in model.graph.initializer:
         if is_external(init):
             file, offset, length = external_ref(init)
-            init.doc_string = json.dumps({"kind": _PLACEHOLDER, "file": str(file), "offset": offset,
-                                          "length": length, "to": None})
+            init.doc_string = json.dumps({"kind": _PLACEHOLDER, "file": str(file), "offset": offset, "length": length, "to": None})
             del init.external_data[:]
             init.ClearField("data_location")
             # Non-empty raw data longer than init_conversion_max_bytes=0: AutoCast casts it at run time, unread.
@@ -364,8 +401,9 @@ def _weight_fill(convert_one: ConvertOne) -> WeightFill:
         record = _placeholder(init)
         if record is None:
             return None
-        ref = TensorProto(name=init.name, dims=list(init.dims), data_location=TensorProto.EXTERNAL,
-                          data_type=TensorProto.FLOAT if record["to"] else init.data_type)
+        ref = TensorProto(
+            name=init.name, dims=list(init.dims), data_location=TensorProto.EXTERNAL, data_type=TensorProto.FLOAT if record["to"] else init.data_type
+        )
         for key in ("file", "offset", "length"):
             ref.external_data.add(key="location" if key == "file" else key, value=str(record[key]))
         data = read_bytes(ref)
@@ -431,8 +469,9 @@ def _publish(staged: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- the gate
 
 
-def gate_variant(candidate: Path, reference: Path, precision: str, feeds: list[dict[str, np.ndarray]],
-                 thresholds: dict[str, float]) -> dict[str, Any]:
+def gate_variant(
+    candidate: Path, reference: Path, precision: str, feeds: list[dict[str, np.ndarray]], thresholds: dict[str, float]
+) -> dict[str, Any]:
     """Run both graphs on `feeds`; the worst metrics per output against `thresholds` (NaN/Inf fail)."""
     from t2vtrt.build.compare.gates import Check, gate_graph
     from t2vtrt.build.compare.metrics import worst
@@ -443,8 +482,14 @@ def gate_variant(candidate: Path, reference: Path, precision: str, feeds: list[d
     iterations = [{name: metrics(got[name], ref[name]) for name in ref} for got, ref in zip(got_outputs, ref_outputs)]
     nonfinite = {name: int(sum(np.count_nonzero(~np.isfinite(g[name])) for g in got_outputs)) for name in ref_outputs[0]}
     check = gate_graph(Check("graph", f"{candidate.name.split('.')[0]} {precision}", precision), worst(iterations), nonfinite, thresholds)
-    return {"passed": not check.failures, "metrics": check.metrics, "failures": check.failures,
-            "nonfinite": sum(nonfinite.values()), "feeds": len(feeds), "emulated": precision == "bf16"}
+    return {
+        "passed": not check.failures,
+        "metrics": check.metrics,
+        "failures": check.failures,
+        "nonfinite": sum(nonfinite.values()),
+        "feeds": len(feeds),
+        "emulated": precision == "bf16",
+    }
 
 
 def metrics(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -499,8 +544,10 @@ def emulated(path: Path, out: Path) -> Path:
             if name in bf16:  # compute in FP32, store as BF16: round through a Cast pair
                 rounded = f"{name}__bf16"
                 node.output[list(node.output).index(name)] = rounded
-                nodes += [helper.make_node("Cast", [rounded], [f"{name}__q"], to=TensorProto.BFLOAT16),
-                          helper.make_node("Cast", [f"{name}__q"], [name], to=TensorProto.FLOAT)]
+                nodes += [
+                    helper.make_node("Cast", [rounded], [f"{name}__q"], to=TensorProto.BFLOAT16),
+                    helper.make_node("Cast", [f"{name}__q"], [name], to=TensorProto.FLOAT),
+                ]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]
@@ -514,8 +561,7 @@ def _bf16_tensors(path: Path) -> set[str]:
     from onnx import TensorProto
 
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
-    return {v.name for v in (*inferred.graph.value_info, *inferred.graph.output)
-            if v.type.tensor_type.elem_type == TensorProto.BFLOAT16}
+    return {v.name for v in (*inferred.graph.value_info, *inferred.graph.output) if v.type.tensor_type.elem_type == TensorProto.BFLOAT16}
 
 
 def _bf16_to_float(tensor: Any) -> np.ndarray:

@@ -54,8 +54,10 @@ def export_graphs(paths: ArtifactPaths, info: dict[str, Any]) -> dict[str, str]:
     for component, expected in graphs.items():
         graph = paths.onnx(component)
         if not graph.is_file() or sha256_file(graph) != expected:
-            raise T2VError(f"{_rel(graph, paths)} is not the graph export.json records (a partial or interrupted export): "
-                           f"re-run `t2vtrt export --model {info['model']['name']}`")
+            raise T2VError(
+                f"{_rel(graph, paths)} is not the graph export.json records (a partial or interrupted export): "
+                f"re-run `t2vtrt export --model {info['model']['name']}`"
+            )
     return dict(graphs)
 
 
@@ -89,8 +91,11 @@ def quantize_inputs(paths: ArtifactPaths) -> dict[str, Any]:
     """What the quantize stage reads: the model hash, the FP32 denoiser and the precision plan (hashes)."""
     info = read_export_info(paths)
     plan = paths.calib_dir / "precision_plan.json"
-    return {"model_hash": info["model"]["hash"], "denoiser.opt.onnx": _sha_or_none(paths.onnx("denoiser", "opt")),
-            "precision_plan.json": _sha_or_none(plan)}
+    return {
+        "model_hash": info["model"]["hash"],
+        "denoiser.opt.onnx": _sha_or_none(paths.onnx("denoiser", "opt")),
+        "precision_plan.json": _sha_or_none(plan),
+    }
 
 
 def _sha_or_none(path: Path) -> str | None:

@@ -100,8 +100,10 @@ def check_parameter_counts(counts: dict[str, int]) -> None:
     """Refuse a model whose sizes are not the published ones (the point of this model is its size)."""
     for part, (lo, hi) in EXPECTED_PARAMETERS.items():
         if not lo <= counts[part] <= hi:
-            raise T2VError(f"the real-size {part} has {counts[part]:,} parameters, expected {lo:,.0f}-{hi:,.0f}: "
-                           "build/realsize.py's config differs from zeroscope_v2_576w's; fix it")
+            raise T2VError(
+                f"the real-size {part} has {counts[part]:,} parameters, expected {lo:,.0f}-{hi:,.0f}: "
+                "build/realsize.py's config differs from zeroscope_v2_576w's; fix it"
+            )
 
 
 def _safetensors_header(path: Path) -> dict[str, Any]:

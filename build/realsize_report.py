@@ -75,8 +75,12 @@ def run_measured(name: str, argv: list[str], log: Path, echo: Callable[[str], No
         with open(log, "a") as out:
             out.write(f"\n=== {name}: {' '.join(argv)}\n")
             out.flush()
-            code = subprocess.run([sys.executable, "-c", LAUNCHER, str(peak_file), *argv], stdout=out,
-                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+            code = subprocess.run(
+                [sys.executable, "-c", LAUNCHER, str(peak_file), *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            ).returncode
         wall = time.monotonic() - start
         peak_kib = int(peak_file.read_text()) if peak_file.is_file() else 0  # ru_maxrss is KiB on Linux
     run = StageRun(name, argv, round(wall, 1), peak_kib * 1024, code)
@@ -94,17 +98,27 @@ def vram_table(plan_file: Path) -> dict[str, Any]:
     plan = json.loads(plan_file.read_text())
     components = {}
     for name, comp in plan["components"].items():
-        components[name] = {"precision": comp["runtime_precision"], "built": sorted(comp["variants"]),
-                            "weights_gib": round(comp["weights_bytes"] / GIB, 3),
-                            "activations_gib": round(comp["activation_bytes"] / GIB, 3),
-                            "unknown_shapes": comp["unknown_shapes"]}
+        components[name] = {
+            "precision": comp["runtime_precision"],
+            "built": sorted(comp["variants"]),
+            "weights_gib": round(comp["weights_bytes"] / GIB, 3),
+            "activations_gib": round(comp["activation_bytes"] / GIB, 3),
+            "unknown_shapes": comp["unknown_shapes"],
+        }
     vram = plan["vram"]
-    return {"components": components, "mode": vram["mode"], "fits": vram["fits"], "gib": vram["gib"],
-            "alternatives": vram.get("alternatives", []), "ranges": plan["ranges"]}
+    return {
+        "components": components,
+        "mode": vram["mode"],
+        "fits": vram["fits"],
+        "gib": vram["gib"],
+        "alternatives": vram.get("alternatives", []),
+        "ranges": plan["ranges"],
+    }
 
 
-def run_all(model_dir: Path, artifacts: Path, int8: bool = True, gpus: tuple[str, ...] = DRY_RUN_GPUS,
-            echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_all(
+    model_dir: Path, artifacts: Path, int8: bool = True, gpus: tuple[str, ...] = DRY_RUN_GPUS, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Every stage in order (stopping at the first failure), then the report written beside the model's artifacts."""
     if not (model_dir / "model_index.json").is_file():
         raise T2VError(f"{model_dir} is not a model directory: run `make realsize-model` (or `t2vtrt make-realsize-model --out {model_dir}`)")
@@ -124,9 +138,16 @@ def run_all(model_dir: Path, artifacts: Path, int8: bool = True, gpus: tuple[str
         if name.startswith("plan "):
             gpu = args[args.index("--gpu") + 1]
             plans[name.removeprefix("plan ")] = vram_table(root / "engines" / gpu / "plan.json")
-    report = {"model": str(model_dir), "realsize": _read_json(model_dir / "realsize.json"), "host": host_info(),
-              "weights_fp32_bytes": weight_bytes(model_dir), "int8": int8,
-              "stages": [asdict(r) for r in runs], "plans": plans, "log": str(log)}
+    report = {
+        "model": str(model_dir),
+        "realsize": _read_json(model_dir / "realsize.json"),
+        "host": host_info(),
+        "weights_fp32_bytes": weight_bytes(model_dir),
+        "int8": int8,
+        "stages": [asdict(r) for r in runs],
+        "plans": plans,
+        "log": str(log),
+    }
     write_json(reports / f"{REPORT_NAME}.json", report)
     with atomic_path(reports / f"{REPORT_NAME}.md") as tmp:
         tmp.write_text("\n".join(markdown(report)) + "\n")
@@ -140,21 +161,31 @@ def markdown(report: dict[str, Any]) -> list[str]:
     """The report as Markdown tables: stages, then one VRAM table per plan."""
     host = report["host"]
     weights = report["weights_fp32_bytes"]
-    lines = [f"# Real-size run: {report['model']}", "",
-             f"Host: {host['cpu']} ({host.get('cpu_family_model', '?')}), {host['cores']} cores. "
-             f"FP32 weights {weights / GIB:.2f} GiB. INT8: {'yes' if report['int8'] else 'no'}.", "",
-             "| stage | wall | peak RSS | x FP32 weights | result |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Real-size run: {report['model']}",
+        "",
+        f"Host: {host['cpu']} ({host.get('cpu_family_model', '?')}), {host['cores']} cores. "
+        f"FP32 weights {weights / GIB:.2f} GiB. INT8: {'yes' if report['int8'] else 'no'}.",
+        "",
+        "| stage | wall | peak RSS | x FP32 weights | result |",
+        "|---|---|---|---|---|",
+    ]
     for s in report["stages"]:
         result = "ok" if s["returncode"] == 0 else f"exit {s['returncode']}"
-        lines.append(f"| {s['name']} | {s['wall_s']:.0f} s | {s['peak_rss'] / GIB:.2f} GiB | "
-                     f"{s['peak_rss'] / weights:.2f} | {result} |")
+        lines.append(f"| {s['name']} | {s['wall_s']:.0f} s | {s['peak_rss'] / GIB:.2f} GiB | {s['peak_rss'] / weights:.2f} | {result} |")
     for name, plan in report["plans"].items():
         g = plan["gib"]
-        lines += ["", f"## {name}: {plan['mode']} needs {g['required']} of {g['total']} GiB: "
-                  + ("fits" if plan["fits"] else "DOES NOT FIT"), "",
-                  "| component | runs | built | weights GiB | activations GiB | unknown shapes |", "|---|---|---|---|---|---|"]
-        lines += [f"| {c} | {v['precision']} | {', '.join(v['built'])} | {v['weights_gib']} | {v['activations_gib']} | "
-                  f"{v['unknown_shapes']} |" for c, v in plan["components"].items()]
+        lines += [
+            "",
+            f"## {name}: {plan['mode']} needs {g['required']} of {g['total']} GiB: " + ("fits" if plan["fits"] else "DOES NOT FIT"),
+            "",
+            "| component | runs | built | weights GiB | activations GiB | unknown shapes |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {v['precision']} | {', '.join(v['built'])} | {v['weights_gib']} | {v['activations_gib']} | {v['unknown_shapes']} |"
+            for c, v in plan["components"].items()
+        ]
         lines += [f"- would fit: {a}" for a in plan["alternatives"]]
     return lines
 

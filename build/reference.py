@@ -46,8 +46,9 @@ def load_components(model_dir: Path) -> TorchComponents:
     )
 
 
-def generate(parts: TorchComponents, prompt: str, negative: str, steps: int, guidance: float, latents: np.ndarray,
-             sampler: str = "ddim") -> tuple[np.ndarray, np.ndarray]:
+def generate(
+    parts: TorchComponents, prompt: str, negative: str, steps: int, guidance: float, latents: np.ndarray, sampler: str = "ddim"
+) -> tuple[np.ndarray, np.ndarray]:
     """(final latents, uint8 video (B, F, H, W, 3)) the way diffusers' text-to-video pipeline makes them."""
     import diffusers
     import torch

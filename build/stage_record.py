@@ -13,12 +13,15 @@ from t2vtrt.runtime.files import write_json
 
 def record_stage(root: Path, stage: str, seconds: float, files: list[Path]) -> None:
     """Write logs/<stage>.json: what the stage produced and how long it took (read by the summary)."""
-    write_json(root / "logs" / f"{stage}.json", {
-        "stage": stage,
-        "seconds": round(seconds, 3),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "files": [{"file": str(f), "bytes": f.stat().st_size} for f in files if f.is_file()],
-    })
+    write_json(
+        root / "logs" / f"{stage}.json",
+        {
+            "stage": stage,
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": [{"file": str(f), "bytes": f.stat().st_size} for f in files if f.is_file()],
+        },
+    )
 
 
 def summary_table(root: Path) -> Table:

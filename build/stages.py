@@ -28,8 +28,10 @@ def built_paths(model: str, artifacts: Path) -> ArtifactPaths:
     if not paths.root.is_dir():
         from t2vtrt.build.models import EMBEDDED
 
-        raise T2VError(f"no artifacts for model {model!r} under {artifacts}: run `t2vtrt export --model {model}` first "
-                       f"(embedded models: {', '.join(sorted(EMBEDDED))}; or a diffusers directory)")
+        raise T2VError(
+            f"no artifacts for model {model!r} under {artifacts}: run `t2vtrt export --model {model}` first "
+            f"(embedded models: {', '.join(sorted(EMBEDDED))}; or a diffusers directory)"
+        )
     return paths
 
 
@@ -68,8 +70,16 @@ def surgery(model: str, artifacts: Path, quiet: bool = False, passes: list[str] 
     return report
 
 
-def calibrate(model: str, artifacts: Path, quiet: bool = False, plan_file: Path | None = None, method: str | None = None,
-              samples: int | None = None, seed: int | None = None, trt_version: str | None = None) -> dict[str, Any]:
+def calibrate(
+    model: str,
+    artifacts: Path,
+    quiet: bool = False,
+    plan_file: Path | None = None,
+    method: str | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    trt_version: str | None = None,
+) -> dict[str, Any]:
     """Capture denoiser inputs, calibrate INT8 scales, decide FP16 fallbacks (calib/); returns the stage's summary."""
     from t2vtrt.calibration.phase_progress import phase_bars
     from t2vtrt.calibration.settings import load_budget
@@ -94,21 +104,29 @@ def quantize(model: str, artifacts: Path, quiet: bool = False, cache_file: Path 
         made_from = quantize_inputs(paths)
         report = run_quantize(paths, cache_file, on_event=on_event)
         record_quantized(paths, made_from)
-    record_stage(paths.root, "2c-quantize", report["seconds"],
-                 [paths.onnx("denoiser", k) for k in ("int8", "int8-cpuverify", "int8-u8s8")])
+    record_stage(paths.root, "2c-quantize", report["seconds"], [paths.onnx("denoiser", k) for k in ("int8", "int8-cpuverify", "int8-u8s8")])
     return report
 
 
-def engines(model: str, artifacts: Path, target: str, quiet: bool = False, dry_run: bool = False, low_vram: bool = False,
-            version_compatible: bool = False, hardware_compat: str | None = None) -> Path:
+def engines(
+    model: str,
+    artifacts: Path,
+    target: str,
+    quiet: bool = False,
+    dry_run: bool = False,
+    low_vram: bool = False,
+    version_compatible: bool = False,
+    hardware_compat: str | None = None,
+) -> Path:
     """Build engines/<target>/ with its manifest.json; returns the manifest's path."""
     from t2vtrt.build.engines import build_engines
 
     paths = built_paths(model, artifacts)
     start = time.perf_counter()
     with build_lock(paths.root):
-        manifest = build_engines(paths, target, quiet=quiet, dry_run=dry_run, low_vram=low_vram,
-                                 version_compatible=version_compatible, hardware_compat=hardware_compat)
+        manifest = build_engines(
+            paths, target, quiet=quiet, dry_run=dry_run, low_vram=low_vram, version_compatible=version_compatible, hardware_compat=hardware_compat
+        )
     record_stage(paths.root, f"3-engines-{target}", time.perf_counter() - start, sorted(manifest.parent.iterdir()))
     return manifest
 
@@ -116,8 +134,10 @@ def engines(model: str, artifacts: Path, target: str, quiet: bool = False, dry_r
 def calibrate_line(done: dict[str, Any]) -> str:
     """The calibrate stage's one-line result."""
     result, calibration = done["result"], done["calibration"]
-    return (f"{done['plan']}  rel L2 {result['rel_l2']:.4f}  cosine {result['cosine']:.5f}  ranges: {calibration['method']}, "
-            f"entropy != max on {calibration['entropy_differs_from_max']}/{calibration['tensors']} tensors")
+    return (
+        f"{done['plan']}  rel L2 {result['rel_l2']:.4f}  cosine {result['cosine']:.5f}  ranges: {calibration['method']}, "
+        f"entropy != max on {calibration['entropy_differs_from_max']}/{calibration['tensors']} tensors"
+    )
 
 
 def quantize_lines(report: dict[str, Any]) -> list[str]:
@@ -126,9 +146,12 @@ def quantize_lines(report: dict[str, Any]) -> list[str]:
     for verdict in report["variants"]:
         den, video = verdict["denoiser"], verdict["video"]
         steps = f"  first {verdict['float_steps']} of {verdict['steps']} steps in FP32" if verdict.get("float_steps") else ""
-        lines.append(f"{verdict['variant']}: rel L2 {den['rel_l2']:.4f} cosine {den['cosine']:.5f}"
-                     + (f" video PSNR min {video['psnr_db_min']:.1f} dB SSIM min {video['ssim_min']:.3f}" if video else "")
-                     + steps + "  PASSED")
+        lines.append(
+            f"{verdict['variant']}: rel L2 {den['rel_l2']:.4f} cosine {den['cosine']:.5f}"
+            + (f" video PSNR min {video['psnr_db_min']:.1f} dB SSIM min {video['ssim_min']:.3f}" if video else "")
+            + steps
+            + "  PASSED"
+        )
     return lines
 
 

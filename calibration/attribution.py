@@ -66,11 +66,14 @@ def video_metrics(videos: list[np.ndarray], cases: list[Case], references: list[
     from t2vtrt.calibration.gate import video_metrics as gate_metrics
 
     m = gate_metrics(videos, [VideoCase(c.prompt, c.seed, r) for c, r in zip(cases, references)], semantic)
-    out: dict[str, Any] = {"psnr_min": m["psnr_db_min"], "psnr_mean": m["psnr_db_mean"], "ssim_min": m["ssim_min"],
-                           "psnr_min_per_video": [min(frames) for frames in m["psnr_db_per_frame"]]}
+    out: dict[str, Any] = {
+        "psnr_min": m["psnr_db_min"],
+        "psnr_mean": m["psnr_db_mean"],
+        "ssim_min": m["ssim_min"],
+        "psnr_min_per_video": [min(frames) for frames in m["psnr_db_per_frame"]],
+    }
     if semantic:
-        out.update({"position_px_max": m["position_px_max"], "color_max": m["color_error_max"],
-                    "adherence_drop": m["adherence_drop"]})
+        out.update({"position_px_max": m["position_px_max"], "color_max": m["color_error_max"], "adherence_drop": m["adherence_drop"]})
     return out
 
 
@@ -90,8 +93,9 @@ def generate_all(pipe: Any, cases: list[Case], mixer: MixedDenoiser | None = Non
     return videos
 
 
-def attribution(pipe: Any, quantized: Any, cases: list[Case], steps: int, semantic: bool,
-                on_row: Callable[[str], None] | None = None) -> dict[str, Any]:
+def attribution(
+    pipe: Any, quantized: Any, cases: list[Case], steps: int, semantic: bool, on_row: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """The error of the quantized denoiser per step, per first-k-float schedule and per CFG branch, on the videos."""
     reference_session = pipe.sessions["denoiser"]
     references = generate_all(pipe, cases)
@@ -114,24 +118,32 @@ def attribution(pipe: Any, quantized: Any, cases: list[Case], steps: int, semant
 
 def markdown(rows: dict[str, Any], title: str) -> str:
     """The attribution table: one row per mix, the worst/mean frame PSNR, worst SSIM and object errors."""
+
     def cell(value: Any, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = [f"# {title}", "", "| mix | PSNR min dB | PSNR mean dB | SSIM min | object position error px (max) | color error (max) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| mix | PSNR min dB | PSNR mean dB | SSIM min | object position error px (max) | color error (max) |",
+        "|---|---|---|---|---|---|",
+    ]
     timesteps = rows["timesteps"]
     for kind in ("only_step", "first_float", "branch"):
         for row in rows[kind]:
-            label = {"only_step": lambda r: f"only step {r['step']} (t={timesteps[r['step']]:.0f}) quantized",
-                     "first_float": lambda r: f"first {r['float_steps']} steps FP32, the rest quantized",
-                     "branch": lambda r: f"only the {r['branch']} branch quantized"}[kind](row)
-            lines.append(f"| {label} | {row['psnr_min']:.2f} | {row['psnr_mean']:.2f} | {row['ssim_min']:.3f} | "
-                         f"{cell(row.get('position_px_max'), '.2f')} | {cell(row.get('color_max'), '.1f')} |")
+            label = {
+                "only_step": lambda r: f"only step {r['step']} (t={timesteps[r['step']]:.0f}) quantized",
+                "first_float": lambda r: f"first {r['float_steps']} steps FP32, the rest quantized",
+                "branch": lambda r: f"only the {r['branch']} branch quantized",
+            }[kind](row)
+            lines.append(
+                f"| {label} | {row['psnr_min']:.2f} | {row['psnr_mean']:.2f} | {row['ssim_min']:.3f} | "
+                f"{cell(row.get('position_px_max'), '.2f')} | {cell(row.get('color_max'), '.1f')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def run_attribution(paths: Any, variant: str, prompt_count: int | None = None,
-                    on_row: Callable[[str], None] | None = None) -> str:
+def run_attribution(paths: Any, variant: str, prompt_count: int | None = None, on_row: Callable[[str], None] | None = None) -> str:
     """Attribution of one quantized graph on the gate's held-out cases -> reports/int8_attribution.{json,md}."""
     from t2vtrt.build.artifacts import read_export_info
     from t2vtrt.calibration.paths import CalibPaths

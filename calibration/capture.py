@@ -115,12 +115,17 @@ def generation_settings(manifest: Manifest) -> dict[str, Any]:
     """The manifest's defaults the capture runs with (steps, guidance, size, sampler)."""
     d = manifest.data["defaults"]
     sampler = manifest.data["scheduler"]["default_sampler"]
-    return {"steps": int(d["steps"]), "guidance": float(d["guidance"]), "frames": int(d["frames"]),
-            "height": int(d["height"]), "width": int(d["width"]), "sampler": sampler}
+    return {
+        "steps": int(d["steps"]),
+        "guidance": float(d["guidance"]),
+        "frames": int(d["frames"]),
+        "height": int(d["height"]),
+        "width": int(d["width"]),
+        "sampler": sampler,
+    }
 
 
-def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int,
-            on_prompt: Callable[[int], None] | None = None) -> Capture:
+def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int, on_prompt: Callable[[int], None] | None = None) -> Capture:
     """Run every prompt through the FP32 loop (seed + its index) and keep `samples` denoiser calls."""
     if not prompts or samples < 1:
         raise T2VError("calibration needs at least one prompt and one sample")
@@ -132,8 +137,18 @@ def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int,
         recorder = Recorder(keep[index])
         with pipe.recording(recorder):
             context = pipe.encode([prompt], [""], settings["guidance"] > 1.0)
-            pipe.denoise(context, settings["steps"], settings["guidance"], settings["frames"], settings["height"],
-                         settings["width"], seed + index, settings["sampler"], None, None)
+            pipe.denoise(
+                context,
+                settings["steps"],
+                settings["guidance"],
+                settings["frames"],
+                settings["height"],
+                settings["width"],
+                seed + index,
+                settings["sampler"],
+                None,
+                None,
+            )
         feeds += recorder.kept
         timesteps += recorder.kept_timesteps
         if on_prompt:

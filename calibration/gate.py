@@ -35,8 +35,12 @@ class Thresholds:
 
     def plan_target(self) -> "Thresholds":
         """The stricter limits the precision plan is built to meet (so the gate passes with margin)."""
-        return replace(self, denoiser_rel_l2_max=self.denoiser_rel_l2_max * self.plan_margin,
-                       denoiser_cosine_min=1.0 - (1.0 - self.denoiser_cosine_min) * self.plan_margin, plan_margin=1.0)
+        return replace(
+            self,
+            denoiser_rel_l2_max=self.denoiser_rel_l2_max * self.plan_margin,
+            denoiser_cosine_min=1.0 - (1.0 - self.denoiser_cosine_min) * self.plan_margin,
+            plan_margin=1.0,
+        )
 
     def with_video_margin(self) -> "Thresholds":
         """The worst-frame PSNR limit raised by video_margin_db (the schedule search aims there; the gate checks the plain limits)."""
@@ -108,8 +112,13 @@ def video_metrics(videos: list[np.ndarray], cases: list[VideoCase], adherence: b
     per_video = [psnr_per_frame(c.reference, v).tolist() for v, c in zip(videos, cases)]
     frames = [v for video in per_video for v in video]
     ssim = [float(x) for v, c in zip(videos, cases) for x in ssim_per_frame(c.reference, v)]
-    out: dict[str, Any] = {"psnr_db_per_frame": per_video, "psnr_db_min": min(frames), "psnr_db_mean": float(np.mean(frames)),
-                           "ssim_min": min(ssim), "ssim_mean": float(np.mean(ssim))}
+    out: dict[str, Any] = {
+        "psnr_db_per_frame": per_video,
+        "psnr_db_min": min(frames),
+        "psnr_db_mean": float(np.mean(frames)),
+        "ssim_min": min(ssim),
+        "ssim_mean": float(np.mean(ssim)),
+    }
     if adherence:
         from t2vtrt.build.shapes import adherence as shapes
 
@@ -118,11 +127,16 @@ def video_metrics(videos: list[np.ndarray], cases: list[VideoCase], adherence: b
         fp32, quantized = shapes.accuracy(wanted), shapes.accuracy(got)
         errors = [shapes.semantic_errors(v, c.reference) for v, c in zip(videos, cases)]
         positions = [e["position_px_max"] for e in errors if e["position_px_max"] is not None]
-        out.update({"adherence": quantized, "adherence_fp32": fp32,
-                    "adherence_drop": {name: fp32[name] - quantized[name] for name in ADHERENCE_GATED},
-                    "position_px_max": max(positions) if positions else None,
-                    "color_error_max": max((e["color_max"] for e in errors if e["color_max"] is not None), default=None),
-                    "object_missing_frames": sum(e["missing_frames"] for e in errors)})
+        out.update(
+            {
+                "adherence": quantized,
+                "adherence_fp32": fp32,
+                "adherence_drop": {name: fp32[name] - quantized[name] for name in ADHERENCE_GATED},
+                "position_px_max": max(positions) if positions else None,
+                "color_error_max": max((e["color_max"] for e in errors if e["color_max"] is not None), default=None),
+                "object_missing_frames": sum(e["missing_frames"] for e in errors),
+            }
+        )
     return out
 
 
@@ -134,12 +148,12 @@ def evaluate_video(pipe: Any, cases: list[VideoCase], adherence: bool) -> dict[s
 def _row(float_steps: int, schedule: StepSchedule | None, video: dict[str, Any]) -> dict[str, Any]:
     """One tried schedule, for gate.json."""
     keep = ("psnr_db_min", "psnr_db_mean", "ssim_min", "adherence_drop", "position_px_max", "color_error_max")
-    return {"float_steps": float_steps, "schedule": schedule.to_json() if schedule else None,
-            **{k: video[k] for k in keep if k in video}}
+    return {"float_steps": float_steps, "schedule": schedule.to_json() if schedule else None, **{k: video[k] for k in keep if k in video}}
 
 
-def schedule_search(paths: ArtifactPaths, graph: Path, precision: str, cases: list[VideoCase], limits: Thresholds,
-                    adherence: bool) -> tuple[StepSchedule | None, int, dict[str, Any], list[dict[str, Any]]]:
+def schedule_search(
+    paths: ArtifactPaths, graph: Path, precision: str, cases: list[VideoCase], limits: Thresholds, adherence: bool
+) -> tuple[StepSchedule | None, int, dict[str, Any], list[dict[str, Any]]]:
     """The fewest first sampler steps run in FP32 (at most max_float_step_share of them) for which the videos meet
     the budget with margin.
 
@@ -193,9 +207,17 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         """The gate.json entry."""
-        return {"variant": self.variant, "passed": self.passed, "denoiser": self.denoiser, "video": self.video,
-                "schedule": self.schedule.to_json() if self.schedule else None, "float_steps": self.float_steps,
-                "steps": self.steps, "schedule_search": self.search, "failures": self.failures}
+        return {
+            "variant": self.variant,
+            "passed": self.passed,
+            "denoiser": self.denoiser,
+            "video": self.video,
+            "schedule": self.schedule.to_json() if self.schedule else None,
+            "float_steps": self.float_steps,
+            "steps": self.steps,
+            "schedule_search": self.search,
+            "failures": self.failures,
+        }
 
 
 def quantized_calls(feeds: list[Feeds], reference: np.ndarray, schedule: StepSchedule | None) -> tuple[list[Feeds], np.ndarray]:
@@ -207,13 +229,22 @@ def quantized_calls(feeds: list[Feeds], reference: np.ndarray, schedule: StepSch
         count = len(feed["sample"])
         if schedule is None or not schedule.uses_fallback(timestep_of(feed)):
             kept.append(feed)
-            rows.append(reference[start:start + count])
+            rows.append(reference[start : start + count])
         start += count
     return kept, (np.concatenate(rows) if rows else reference[:0])
 
 
-def judge(paths: ArtifactPaths, variant: str, graph: Path, precision: str, feeds: list[Feeds], reference: np.ndarray,
-          cases: list[VideoCase], limits: Thresholds, adherence: bool = False) -> Verdict:
+def judge(
+    paths: ArtifactPaths,
+    variant: str,
+    graph: Path,
+    precision: str,
+    feeds: list[Feeds],
+    reference: np.ndarray,
+    cases: list[VideoCase],
+    limits: Thresholds,
+    adherence: bool = False,
+) -> Verdict:
     """End-to-end and denoiser checks of one quantized graph, with the step schedule that meets the video budget.
 
     The denoiser metrics cover the captured held-out calls the chosen schedule runs in INT8 (the others never
@@ -222,12 +253,13 @@ def judge(paths: ArtifactPaths, variant: str, graph: Path, precision: str, feeds
     from t2vtrt.runtime.step_schedule import sampler_timesteps
 
     steps = len(sampler_timesteps(_manifest_for(paths)))
-    schedule, float_steps, video, search = schedule_search(paths, graph, precision, cases, limits, adherence) if cases \
-        else (None, 0, {}, [])
+    schedule, float_steps, video, search = schedule_search(paths, graph, precision, cases, limits, adherence) if cases else (None, 0, {}, [])
     failures = []
     if cases and float_steps >= steps:
-        failures.append(f"no step schedule with at most {limits.max_float_step_share:.0%} of the steps in float meets the "
-                        f"video budget with {limits.video_margin_db:g} dB margin (best worst frame {video['psnr_db_min']:.2f} dB)")
+        failures.append(
+            f"no step schedule with at most {limits.max_float_step_share:.0%} of the steps in float meets the "
+            f"video budget with {limits.video_margin_db:g} dB margin (best worst frame {video['psnr_db_min']:.2f} dB)"
+        )
     kept, kept_reference = quantized_calls(feeds, reference, schedule)
     den = evaluate_denoiser(graph, kept, kept_reference) if kept else evaluate_denoiser(graph, feeds, reference)
     failures += denoiser_failures(den, limits) + (video_failures(video, limits) if video else [])
@@ -243,8 +275,7 @@ def _manifest_for(paths: ArtifactPaths) -> Any:
 
 # Which gate verdict's step schedule each quantized graph ships with: the TensorRT Q/DQ+FP16 graph has the
 # int8-qdq graph's placement and scales (its ONNX Runtime stand-in), the U8S8 graph its own verdict.
-SCHEDULE_SOURCE = {"denoiser.int8.onnx": "int8-qdq", "denoiser.int8-cpuverify.onnx": "int8-qdq",
-                   "denoiser.int8-u8s8.onnx": "u8s8"}
+SCHEDULE_SOURCE = {"denoiser.int8.onnx": "int8-qdq", "denoiser.int8-cpuverify.onnx": "int8-qdq", "denoiser.int8-u8s8.onnx": "u8s8"}
 
 
 def gated_schedule(gate_file: Path, graph: Path, fallback: str) -> dict[str, Any] | None:
@@ -268,5 +299,8 @@ def gated_schedule(gate_file: Path, graph: Path, fallback: str) -> dict[str, Any
     schedule = verdict.get("schedule")
     if not schedule:
         return None
-    return {**schedule, "fallback": fallback,
-            "reason": f"the gate's videos met the budget with the first {verdict['float_steps']} of {verdict['steps']} steps in float"}
+    return {
+        **schedule,
+        "fallback": fallback,
+        "reason": f"the gate's videos met the budget with the first {verdict['float_steps']} of {verdict['steps']} steps in float",
+    }

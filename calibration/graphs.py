@@ -44,7 +44,7 @@ def _copy(model: Any) -> Any:
 def batches(feeds: list[Feeds], size: int) -> list[Feeds]:
     """Consecutive feeds concatenated along the batch axis, `size` at a time (fewer, larger runs)."""
     size = max(1, size)
-    return [{k: np.concatenate([f[k] for f in feeds[i:i + size]]) for k in feeds[0]} for i in range(0, len(feeds), size)]
+    return [{k: np.concatenate([f[k] for f in feeds[i : i + size]]) for k in feeds[0]} for i in range(0, len(feeds), size)]
 
 
 def run_first_output(sess: Any, feeds: list[Feeds], batch: int = 8) -> np.ndarray:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from t2vtrt.build.families.contract import Family
 
 
 @dataclass
@@ -29,17 +32,17 @@ def default_pattern(node_name: str, op_type: str, patterns: tuple[str, ...]) -> 
     return next((p for p in patterns if matches_pattern(node_name, op_type, p)), None)
 
 
-def block_and_kind(node_name: str, family: ModuleType) -> tuple[str, str]:
+def block_and_kind(node_name: str, family: "Family") -> tuple[str, str]:
     """The node's block (BLOCK_PATTERN) and layer kind (first LAYER_KINDS match), 'other' when unknown."""
-    found = re.search(getattr(family, "BLOCK_PATTERN", r"(?!)"), node_name)
+    found = re.search(family.BLOCK_PATTERN, node_name)
     block = found.group(1) if found else "other"
-    kind = next((k for k, pattern in getattr(family, "LAYER_KINDS", ()) if re.search(pattern, node_name)), "other")
+    kind = next((k for k, pattern in family.LAYER_KINDS if re.search(pattern, node_name)), "other")
     return block, kind
 
 
-def layer_groups(nodes: dict[str, str], family: ModuleType) -> list[Group]:
+def layer_groups(nodes: dict[str, str], family: "Family") -> list[Group]:
     """Group quantized nodes (name -> op type): one group per default pattern, then per block/kind."""
-    patterns = tuple(getattr(family, "SENSITIVE_LAYERS", ()))
+    patterns = tuple(family.SENSITIVE_LAYERS)
     by_name: dict[str, Group] = {}
     for name, op_type in nodes.items():
         pattern = default_pattern(name, op_type, patterns)

@@ -25,4 +25,3 @@ def max_abs(x: np.ndarray, ref: np.ndarray) -> float:
 def denoiser_metrics(x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """rel_l2, cosine and max_abs of a denoiser output against FP32."""
     return {"rel_l2": rel_l2(x, ref), "cosine": cosine(x, ref), "max_abs": max_abs(x, ref)}
-

@@ -57,9 +57,18 @@ def _copy_graph(source: Path, work: Path) -> Path:
     return target
 
 
-def quantize_graph(source: str, output: str, data: str, samples: int, high_precision: str,
-                   nodes_to_exclude: list[str], cache: str | None = None, method: str = "entropy",
-                   frame_axes: dict[str, int] | None = None, tool_frames: int | None = None) -> dict[str, Any]:
+def quantize_graph(
+    source: str,
+    output: str,
+    data: str,
+    samples: int,
+    high_precision: str,
+    nodes_to_exclude: list[str],
+    cache: str | None = None,
+    method: str = "entropy",
+    frame_axes: dict[str, int] | None = None,
+    tool_frames: int | None = None,
+) -> dict[str, Any]:
     """ModelOpt INT8 PTQ of `source` into `output` (atomic); FP16-fallback nodes never read a Q/DQ'd tensor."""
     import logging
 

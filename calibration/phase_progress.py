@@ -29,8 +29,7 @@ def phase_bars(quiet: bool = False, stream: TextIO | None = None) -> Iterator[Ev
 
     from t2vtrt.build.task_progress import console
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         tasks: dict[str, int] = {}
 
         def on_event(phase: str, done: int, total: int) -> None:

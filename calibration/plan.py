@@ -23,8 +23,10 @@ def plan_json(groups: list[Group], header: dict[str, Any], result: dict[str, Any
     return {
         "version": PLAN_VERSION,
         **header,
-        "groups": [{"name": g.name, "default_pattern": g.default_pattern, "decision": g.decision, "reason": g.reason,
-                    "metrics": g.metrics, "nodes": g.nodes} for g in groups],
+        "groups": [
+            {"name": g.name, "default_pattern": g.default_pattern, "decision": g.decision, "reason": g.reason, "metrics": g.metrics, "nodes": g.nodes}
+            for g in groups
+        ],
         "result": result,
     }
 
@@ -65,4 +67,3 @@ def check_plan_nodes(plan: dict[str, Any], graph_nodes: set[str], source: str) -
 def fp16_nodes(plan: dict[str, Any]) -> list[str]:
     """The FP16-fallback nodes: every node of every fp16 group, sorted."""
     return sorted({n for g in plan["groups"] if g["decision"] == "fp16" for n in g["nodes"]})
-

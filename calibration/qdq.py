@@ -125,8 +125,11 @@ def _remove_orphan_qdq(model: Any) -> None:
 def nodes_touching_qdq(model: Any, nodes: set[str]) -> list[str]:
     """Which of `nodes` read a DequantizeLinear output (should be none for FP16-fallback nodes)."""
     made_by = producers(model)
-    return [n.name for n in model.graph.node if n.name in nodes
-            and any(made_by.get(i) is not None and made_by[i].op_type == "DequantizeLinear" for i in n.input)]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.name in nodes and any(made_by.get(i) is not None and made_by[i].op_type == "DequantizeLinear" for i in n.input)
+    ]
 
 
 def unquantize_fallbacks(model: Any, nodes: set[str]) -> tuple[Any, int]:

@@ -84,7 +84,7 @@ def _values(model: Any, tensors: list[str], feeds: list[Feeds], batch: int, chun
     direct = [t for t in tensors if t in inputs]
     computed = [t for t in tensors if t not in inputs]
     for start in range(0, max(len(computed), 1), chunk):
-        names = computed[start:start + chunk]
+        names = computed[start : start + chunk]
         sess = session(_augmented(model, names)) if names else None
         for fed in batches(feeds, batch):
             values = dict(zip(names, sess.run(names, fed))) if sess else {}
@@ -99,8 +99,16 @@ def abs_histogram(values: np.ndarray, absmax: float, num_bins: int) -> np.ndarra
     return np.bincount(np.minimum(scaled.astype(np.int32), num_bins - 1), minlength=num_bins)
 
 
-def collect_ranges(model: Any, tensors: list[str], feeds: list[Feeds], num_bins: int = 2048, levels: int = 128,
-                   batch: int = 8, chunk: int = 100_000, on_pass: Callable[[str], None] | None = None) -> dict[str, TensorRange]:
+def collect_ranges(
+    model: Any,
+    tensors: list[str],
+    feeds: list[Feeds],
+    num_bins: int = 2048,
+    levels: int = 128,
+    batch: int = 8,
+    chunk: int = 100_000,
+    on_pass: Callable[[str], None] | None = None,
+) -> dict[str, TensorRange]:
     """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy and MSE amax."""
     if not feeds:
         raise T2VError("no calibration samples: the captured data is empty; run `t2vtrt calibrate` again")

@@ -18,8 +18,13 @@ def crop_frames(feeds: list[Feeds], frame_axes: dict[str, int], frames: int | No
     """
     if frames is None:
         return list(feeds)
-    return [{name: np.take(value, np.arange(min(frames, value.shape[frame_axes[name]])), axis=frame_axes[name])
-             if name in frame_axes else value for name, value in feed.items()} for feed in feeds]
+    return [
+        {
+            name: np.take(value, np.arange(min(frames, value.shape[frame_axes[name]])), axis=frame_axes[name]) if name in frame_axes else value
+            for name, value in feed.items()
+        }
+        for feed in feeds
+    ]
 
 
 def tool_feeds(data: str, samples: int, frame_axes: dict[str, int] | None, tool_frames: int | None) -> list[Feeds]:

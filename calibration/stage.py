@@ -30,8 +30,17 @@ from t2vtrt.calibration.isolate import Call, run_isolated
 from t2vtrt.calibration.paths import CalibPaths
 from t2vtrt.calibration.plan import check_plan_nodes, fp16_nodes, load_plan, plan_json, save_plan
 from t2vtrt.calibration.prompts import load_prompts
-from t2vtrt.calibration.ranges import (RANGE_FIELDS, TensorRange, check_method, collect_ranges, differing, float_activations,
-                                       load_ranges, save_ranges, scales)
+from t2vtrt.calibration.ranges import (
+    RANGE_FIELDS,
+    TensorRange,
+    check_method,
+    collect_ranges,
+    differing,
+    float_activations,
+    load_ranges,
+    save_ranges,
+    scales,
+)
 from t2vtrt.calibration.reference import onnx_manifest
 from t2vtrt.calibration.settings import Budget, load_budget
 from t2vtrt.calibration.sweep import decide, make_measure, measure_groups
@@ -41,9 +50,11 @@ from t2vtrt.runtime.files import sha256_file, write_json
 
 Event = Callable[[str, int, int], None]  # (phase, done, total)
 EVAL_SEED_OFFSET = 10_000  # held-out captures use other seeds than calibration's
-ALGORITHMS = {"entropy": "TensorRT EntropyCalibration2: KL divergence over |x| histograms",
-              "mse": "the amax minimising expected INT8 rounding + clipping error over |x| histograms",
-              "max": "the observed max |x|"}
+ALGORITHMS = {
+    "entropy": "TensorRT EntropyCalibration2: KL divergence over |x| histograms",
+    "mse": "the amax minimising expected INT8 rounding + clipping error over |x| histograms",
+    "max": "the observed max |x|",
+}
 
 
 def _emit(on_event: Event | None, phase: str, done: int, total: int) -> None:
@@ -66,15 +77,29 @@ def _graphs_sha(paths: ArtifactPaths) -> str:
     return digest.hexdigest()
 
 
-def ensure_capture(paths: ArtifactPaths, target: Path, which: str, limit: int | None, samples: int, seed: int,
-                   on_event: Event | None = None, prompt_file: str | None = None) -> Capture:
+def ensure_capture(
+    paths: ArtifactPaths,
+    target: Path,
+    which: str,
+    limit: int | None,
+    samples: int,
+    seed: int,
+    on_event: Event | None = None,
+    prompt_file: str | None = None,
+) -> Capture:
     """The capture at `target`, reused when made from the same prompts, graphs and settings, else made."""
     from t2vtrt.runtime.pipeline import Pipeline
 
     prompts = load_prompts(which, limit, prompt_file)
     manifest = onnx_manifest(paths)
-    wanted = {"prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(), "graphs_sha256": _graphs_sha(paths),
-              "requested_samples": samples, "seed": seed, "selection": SELECTION_VERSION, **generation_settings(manifest)}
+    wanted = {
+        "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        "graphs_sha256": _graphs_sha(paths),
+        "requested_samples": samples,
+        "seed": seed,
+        "selection": SELECTION_VERSION,
+        **generation_settings(manifest),
+    }
     phase = f"capture {which}"
     if target.is_file():
         try:
@@ -111,33 +136,67 @@ def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Even
     _emit(on_event, "modelopt placement", 0, 1)
     stamp = {"source_sha256": sha256_file(cp.source)}
     if not (cp.layout.is_file() and cp.layout_stamp.is_file() and json.loads(cp.layout_stamp.read_text()) == stamp):
-        run_isolated(Call("t2vtrt.calibration.modelopt_ptq:quantize_graph",
-                          {"source": str(cp.source), "output": str(cp.layout), "data": str(cp.data), **_tool_feeds(paths, budget),
-                           "high_precision": "fp32", "nodes_to_exclude": [], "cache": None, "method": "max"},
-                          paths.root / "logs" / "modelopt-layout.log"))
+        run_isolated(
+            Call(
+                "t2vtrt.calibration.modelopt_ptq:quantize_graph",
+                {
+                    "source": str(cp.source),
+                    "output": str(cp.layout),
+                    "data": str(cp.data),
+                    **_tool_feeds(paths, budget),
+                    "high_precision": "fp32",
+                    "nodes_to_exclude": [],
+                    "cache": None,
+                    "method": "max",
+                },
+                paths.root / "logs" / "modelopt-layout.log",
+            )
+        )
         write_json(cp.layout_stamp, stamp)
     _emit(on_event, "modelopt placement", 1, 1)
     return load_graph(cp.layout)
 
 
-def _calibrate_ranges(cp: CalibPaths, source: Any, layout: Any, calib: Capture, budget: Budget, method: str,
-                      trt_version: str | None, on_event: Event | None) -> tuple[dict[str, TensorRange], dict[str, Any]]:
+def _calibrate_ranges(
+    cp: CalibPaths, source: Any, layout: Any, calib: Capture, budget: Budget, method: str, trt_version: str | None, on_event: Event | None
+) -> tuple[dict[str, TensorRange], dict[str, Any]]:
     """Ranges of every tensor either INT8 graph quantizes -> ranges.json (reused for the same inputs) and the cache."""
     placed = list(qdq.activation_quantizers(layout))
     tensors = list(dict.fromkeys(placed + float_activations(source)))
-    inputs = {"source_sha256": sha256_file(cp.source), "capture": _digest(calib.meta), "tensors": _digest(tensors),
-              "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins, "fields": RANGE_FIELDS}
+    inputs = {
+        "source_sha256": sha256_file(cp.source),
+        "capture": _digest(calib.meta),
+        "tensors": _digest(tensors),
+        "num_bins": budget.num_bins,
+        "num_quantized_bins": budget.num_quantized_bins,
+        "fields": RANGE_FIELDS,
+    }
     try:
         ranges, summary = load_ranges(cp.ranges) if cp.ranges.is_file() else ({}, {})
     except T2VError:
         ranges, summary = {}, {}  # an older record: computed again below
     if summary.get("inputs") != inputs:
-        ranges = collect_ranges(source, tensors, calib.feeds, budget.num_bins, budget.num_quantized_bins, budget.stats_batch,
-                                budget.stats_tensors, on_pass=lambda p: _emit(on_event, "ranges", 1 if p == "min/max" else 2, 2))
+        ranges = collect_ranges(
+            source,
+            tensors,
+            calib.feeds,
+            budget.num_bins,
+            budget.num_quantized_bins,
+            budget.stats_batch,
+            budget.stats_tensors,
+            on_pass=lambda p: _emit(on_event, "ranges", 1 if p == "min/max" else 2, 2),
+        )
     _emit(on_event, "ranges", 2, 2)
-    summary = {"inputs": inputs, "method": method, "algorithm": ALGORITHMS[method],
-               "num_bins": budget.num_bins, "num_quantized_bins": budget.num_quantized_bins, "samples": len(calib.feeds),
-               "tensors": len(ranges), "entropy_differs_from_max": differing(ranges)}
+    summary = {
+        "inputs": inputs,
+        "method": method,
+        "algorithm": ALGORITHMS[method],
+        "num_bins": budget.num_bins,
+        "num_quantized_bins": budget.num_quantized_bins,
+        "samples": len(calib.feeds),
+        "tensors": len(ranges),
+        "entropy_differs_from_max": differing(ranges),
+    }
     save_ranges(cp.ranges, ranges, summary)
     write_cache(cp.cache, scales({t: ranges[t] for t in placed}, method), trt_version)
     return ranges, summary
@@ -150,12 +209,15 @@ def _digest(data: Any) -> str:
 
 def _hand_groups(plan: dict[str, Any]) -> list[Group]:
     """A hand-edited plan's groups, as given."""
-    return [Group(g["name"], list(g["nodes"]), g.get("default_pattern"), dict(g.get("metrics") or {}), g["decision"],
-                  g.get("reason") or "hand-edited") for g in plan["groups"]]
+    return [
+        Group(g["name"], list(g["nodes"]), g.get("default_pattern"), dict(g.get("metrics") or {}), g["decision"], g.get("reason") or "hand-edited")
+        for g in plan["groups"]
+    ]
 
 
-def _decide_plan(layout: Any, source: Any, family: Any, evals: Capture, budget: Budget, target: Thresholds,
-                 hand: dict[str, Any] | None, on_event: Event | None) -> tuple[list[Group], dict[str, float]]:
+def _decide_plan(
+    layout: Any, source: Any, family: Any, evals: Capture, budget: Budget, target: Thresholds, hand: dict[str, Any] | None, on_event: Event | None
+) -> tuple[list[Group], dict[str, float]]:
     """Groups with decisions (swept, or a hand-edited plan's) and the held-out error of the result."""
     quantized = qdq.quantized_nodes(layout)
     feeds = evals.spread(budget.sweep_samples)
@@ -168,9 +230,14 @@ def _decide_plan(layout: Any, source: Any, family: Any, evals: Capture, budget: 
     return groups, decide(groups, measure, target)
 
 
-def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: str | None = None,
-                  budget: Budget | None = None, on_event: Event | None = None,
-                  trt_version: str | None = None) -> dict[str, Any]:
+def run_calibrate(
+    paths: ArtifactPaths,
+    plan_file: Path | None = None,
+    method: str | None = None,
+    budget: Budget | None = None,
+    on_event: Event | None = None,
+    trt_version: str | None = None,
+) -> dict[str, Any]:
     """The calibrate stage; returns a summary. `method`: the activation range method (default: the budget's)."""
     if method is not None:
         check_method(method)
@@ -183,42 +250,55 @@ def run_calibrate(paths: ArtifactPaths, plan_file: Path | None = None, method: s
     hand = load_plan(plan_file) if plan_file else None
     if hand:
         check_plan_nodes(hand, {n.name for n in source.graph.node}, str(cp.source))  # before the slow part
-    calib = ensure_capture(paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event,
-                           budget.prompt_file("calibration"))
-    evals = ensure_capture(paths, cp.eval_data, "eval", budget.eval_prompts, budget.eval_samples,
-                           budget.seed + EVAL_SEED_OFFSET, on_event, budget.prompt_file("eval"))
+    calib = ensure_capture(paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event, budget.prompt_file("calibration"))
+    evals = ensure_capture(
+        paths, cp.eval_data, "eval", budget.eval_prompts, budget.eval_samples, budget.seed + EVAL_SEED_OFFSET, on_event, budget.prompt_file("eval")
+    )
     layout = _layout(paths, cp, budget, on_event)
     ranges, calibration = _calibrate_ranges(cp, source, layout, calib, budget, method, trt_version, on_event)
     qdq.set_activation_scales(layout, scales(ranges, method))
     groups, result = _decide_plan(layout, source, family, evals, budget, limits.plan_target(), hand, on_event)
     seconds = round(time.perf_counter() - start, 1)
-    header = {"model": name, "family": family.NAME, "source": {"file": cp.source.name, "sha256": sha256_file(cp.source)},
-              "plan_source": str(plan_file) if plan_file else "sensitivity sweep", "calibration": calibration,
-              "target": limits.plan_target().__dict__, "sweep_samples": min(budget.sweep_samples, len(evals.feeds))}
+    header = {
+        "model": name,
+        "family": family.NAME,
+        "source": {"file": cp.source.name, "sha256": sha256_file(cp.source)},
+        "plan_source": str(plan_file) if plan_file else "sensitivity sweep",
+        "calibration": calibration,
+        "target": limits.plan_target().__dict__,
+        "sweep_samples": min(budget.sweep_samples, len(evals.feeds)),
+    }
     totals = {"fp16_groups": sum(g.decision == "fp16" for g in groups), "int8_groups": sum(g.decision == "int8" for g in groups)}
     save_plan(cp.plan, plan_json(groups, header, {**result, **totals, "seconds": seconds}))
     return {"plan": cp.plan, "result": result, "calibration": calibration, "seconds": seconds}
 
 
-def _quantize_all(paths: ArtifactPaths, cp: CalibPaths, out: dict[str, Path], cache: Path, excluded: list[str],
-                  u8_ranges: dict[str, list[float]], budget: Budget) -> None:
+def _quantize_all(
+    paths: ArtifactPaths, cp: CalibPaths, out: dict[str, Path], cache: Path, excluded: list[str], u8_ranges: dict[str, list[float]], budget: Budget
+) -> None:
     """ModelOpt's two graphs and the U8S8 graph, in two child processes side by side."""
     tools = _tool_feeds(paths, budget)
-    common = {"source": str(cp.source), "data": str(cp.data), **tools,
-              "nodes_to_exclude": excluded, "cache": str(cache), "method": "entropy"}
+    common = {"source": str(cp.source), "data": str(cp.data), **tools, "nodes_to_exclude": excluded, "cache": str(cache), "method": "entropy"}
     run_isolated(
-        Call("t2vtrt.calibration.modelopt_ptq:quantize_graphs",
-             {"jobs": [{**common, "output": str(out["int8"]), "high_precision": "fp16"},
-                       {**common, "output": str(out["int8-qdq"]), "high_precision": "fp32"}]},
-             paths.root / "logs" / "modelopt-quantize.log"),
-        Call("t2vtrt.calibration.u8s8:quantize_u8s8",
-             {"source": str(cp.source), "output": str(out["u8s8"]), "data": str(cp.data),
-              **tools, "ranges": u8_ranges, "nodes_to_exclude": excluded},
-             paths.root / "logs" / "onnxruntime-u8s8.log"))
+        Call(
+            "t2vtrt.calibration.modelopt_ptq:quantize_graphs",
+            {
+                "jobs": [
+                    {**common, "output": str(out["int8"]), "high_precision": "fp16"},
+                    {**common, "output": str(out["int8-qdq"]), "high_precision": "fp32"},
+                ]
+            },
+            paths.root / "logs" / "modelopt-quantize.log",
+        ),
+        Call(
+            "t2vtrt.calibration.u8s8:quantize_u8s8",
+            {"source": str(cp.source), "output": str(out["u8s8"]), "data": str(cp.data), **tools, "ranges": u8_ranges, "nodes_to_exclude": excluded},
+            paths.root / "logs" / "onnxruntime-u8s8.log",
+        ),
+    )
 
 
-def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Budget, limits: Thresholds,
-          on_event: Event | None) -> list[Verdict]:
+def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Budget, limits: Thresholds, on_event: Event | None) -> list[Verdict]:
     """Judge the ONNX-Runtime-runnable variants (never the FP16 Q/DQ graph: ORT CPU truncates FP16 in QuantizeLinear)."""
     reference = run_first_output(session(CalibPaths(paths).source), evals.feeds)
     cases = reference_videos(paths, load_prompts("eval", budget.video_prompts, budget.prompt_file("eval")), budget.video_seeds)
@@ -236,8 +316,9 @@ def _install(files: list[Path], onnx_dir: Path) -> None:
         os.replace(path, onnx_dir / path.name)
 
 
-def run_quantize(paths: ArtifactPaths, cache_file: Path | None = None, gate: bool = True,
-                 budget: Budget | None = None, on_event: Event | None = None) -> dict[str, Any]:
+def run_quantize(
+    paths: ArtifactPaths, cache_file: Path | None = None, gate: bool = True, budget: Budget | None = None, on_event: Event | None = None
+) -> dict[str, Any]:
     """The quantize stage: three INT8 graphs from the plan and scales, gated, then installed together."""
     start = time.perf_counter()
     cp = CalibPaths(paths)
@@ -258,15 +339,25 @@ def run_quantize(paths: ArtifactPaths, cache_file: Path | None = None, gate: boo
         _quantize_all(paths, cp, out, cache, excluded, u8_ranges, budget)
         _emit(on_event, "quantize", 1, 1)
         verdicts = _gate(paths, out, evals, budget, limits, on_event) if gate else []
-        report = {"model": name, "limits": limits.__dict__, "cache": str(cache), "fp16_nodes": len(excluded),
-                  "gated": gate, "passed": all(v.passed for v in verdicts), "variants": [v.to_json() for v in verdicts],
-                  "graphs": {p.name: sha256_file(out[kind]) for kind, p in (("int8", cp.trt_graph), ("int8-qdq", cp.cpuverify_graph),
-                                                                            ("u8s8", cp.u8s8_graph))},
-                  "seconds": round(time.perf_counter() - start, 1)}
+        report = {
+            "model": name,
+            "limits": limits.__dict__,
+            "cache": str(cache),
+            "fp16_nodes": len(excluded),
+            "gated": gate,
+            "passed": all(v.passed for v in verdicts),
+            "variants": [v.to_json() for v in verdicts],
+            "graphs": {
+                p.name: sha256_file(out[kind]) for kind, p in (("int8", cp.trt_graph), ("int8-qdq", cp.cpuverify_graph), ("u8s8", cp.u8s8_graph))
+            },
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         write_json(cp.gate, report)
         failed = [f"{v.variant}: {'; '.join(v.failures)}" for v in verdicts if not v.passed]
         if failed:
-            raise T2VError(f"INT8 accuracy gate failed ({' | '.join(failed)}); nothing installed; see {cp.gate}; keep more "
-                           "layers in FP16 (t2vtrt calibrate --plan FILE, make PLAN=FILE) or build without INT8 (make INT8=0)")
+            raise T2VError(
+                f"INT8 accuracy gate failed ({' | '.join(failed)}); nothing installed; see {cp.gate}; keep more "
+                "layers in FP16 (t2vtrt calibrate --plan FILE, make PLAN=FILE) or build without INT8 (make INT8=0)"
+            )
         _install([p for p in Path(tmp).iterdir() if p.is_file()], paths.onnx_dir)
     return report

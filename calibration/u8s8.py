@@ -28,12 +28,12 @@ OP_TYPES = ["Conv", "MatMul", "Gemm"]
 FLOAT_OUTPUT_OP_TYPES = ["MatMul", "Gemm"]
 
 
-def u8s8_ranges(ranges: dict[str, TensorRange], method: str,
-                cache_scales: dict[str, float] | None = None) -> dict[str, list[float]]:
+def u8s8_ranges(ranges: dict[str, TensorRange], method: str, cache_scales: dict[str, float] | None = None) -> dict[str, list[float]]:
     """[rmin, rmax] per tensor for uint8 activations; an imported cache's amax replaces ours where it names the tensor."""
     if cache_scales:
-        ranges = {t: TensorRange(r.min, r.max, cache_scales[t] * 127.0, cache_scales[t] * 127.0) if t in cache_scales else r
-                  for t, r in ranges.items()}
+        ranges = {
+            t: TensorRange(r.min, r.max, cache_scales[t] * 127.0, cache_scales[t] * 127.0) if t in cache_scales else r for t, r in ranges.items()
+        }
         method = "entropy"
     return {t: list(r.asymmetric(method)) for t, r in ranges.items()}
 
@@ -51,9 +51,16 @@ def activation_matmuls(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
 
 
-def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dict[str, list[float]],
-                  nodes_to_exclude: list[str],
-                  frame_axes: dict[str, int] | None = None, tool_frames: int | None = None) -> dict[str, Any]:
+def quantize_u8s8(
+    source: str,
+    output: str,
+    data: str,
+    samples: int,
+    ranges: dict[str, list[float]],
+    nodes_to_exclude: list[str],
+    frame_axes: dict[str, int] | None = None,
+    tool_frames: int | None = None,
+) -> dict[str, Any]:
     """Quantize `source` into `output` (atomic); `ranges` maps tensor -> [rmin, rmax]."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -79,8 +86,12 @@ def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dic
             weight_type=QuantType.QInt8,
             nodes_to_exclude=sorted(set(nodes_to_exclude) | set(float_matmuls)),
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"TensorQuantOverrides": overrides, "ActivationSymmetric": False, "WeightSymmetric": True,
-                           "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES},
+            extra_options={
+                "TensorQuantOverrides": overrides,
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES,
+            },
             use_external_data_format=needs_external_data(Path(source)),
         )
         model = load_graph(out)
@@ -91,5 +102,4 @@ def quantize_u8s8(source: str, output: str, data: str, samples: int, ranges: dic
         model, rewired = unquantize_fallbacks(model, set(nodes_to_exclude) | set(float_matmuls))
         quantized = len(activation_quantizers(model))
         save_graph(model, Path(output))  # inside the block: large weights are read from `tmp` as they are written
-    return {"quantized_tensors": quantized, "rewired_fallback_nodes": rewired,
-            "float_activation_matmuls": len(float_matmuls)}
+    return {"quantized_tensors": quantized, "rewired_fallback_nodes": rewired, "float_activation_matmuls": len(float_matmuls)}

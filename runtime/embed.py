@@ -109,9 +109,20 @@ def open_pipeline(target_dir: bytes, precision: bytes | None, low_vram: bool, th
         return _failure(Status.BACKEND_FAILURE, exc)
 
 
-def generate(pipe: Pipeline, prompt: bytes | None, negative: bytes | None, steps: int | None, guidance: float | None,
-             frames: int | None, height: int | None, width: int | None, seed: int, sampler: bytes | None,
-             fps: int | None, progress: Callable[[int, int], bool] | None) -> Result:
+def generate(
+    pipe: Pipeline,
+    prompt: bytes | None,
+    negative: bytes | None,
+    steps: int | None,
+    guidance: float | None,
+    frames: int | None,
+    height: int | None,
+    width: int | None,
+    seed: int,
+    sampler: bytes | None,
+    fps: int | None,
+    progress: Callable[[int, int], bool] | None,
+) -> Result:
     """t2v_generate: (status, message, (uint8 (F, H, W, 3) array, fps, timings dict)); None = the manifest's default."""
     try:
         prompt_text = _text(prompt, "prompt", "")
@@ -130,13 +141,14 @@ def generate(pipe: Pipeline, prompt: bytes | None, negative: bytes | None, steps
         return _failure(Status.OUT_OF_RANGE, exc)
     callback = None
     if progress is not None:
+
         def callback(step: int, total: int) -> None:
             """Forward to the host's callback; a non-zero return stops the call."""
             if progress(step, total):
                 raise Cancelled(f"cancelled by the progress callback at step {step} of {total}")
+
     try:
-        result = pipe.generate(prompt_text, negative_text, steps, guidance, frames, height, width, seed, sampler_name,
-                               callback=callback)
+        result = pipe.generate(prompt_text, negative_text, steps, guidance, frames, height, width, seed, sampler_name, callback=callback)
     except Cancelled as exc:
         return int(Status.CANCELLED), str(exc), None
     except T2VError as exc:

@@ -41,7 +41,7 @@ def _owner(name: str, prefix: str) -> int | None:
     """The pid in a temp name `<prefix><pid>.<rest>`, or None when it is not one of ours."""
     if not name.startswith(prefix):
         return None
-    head = name[len(prefix):].split(".", 1)[0]
+    head = name[len(prefix) :].split(".", 1)[0]
     return int(head) if head.isdigit() else None
 
 

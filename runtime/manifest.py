@@ -90,8 +90,9 @@ def load_manifest(target_dir: str | Path, verify_hashes: bool = True) -> Manifes
 def _check_inside(root: Path, file: str, source: Path) -> None:
     """A manifest names files inside its own folder only: a target directory must be self-contained and movable."""
     if Path(file).is_absolute() or not (root / file).resolve().is_relative_to(root.resolve()):
-        raise T2VError(f"{source} names {file!r}, which is outside its folder: a manifest may only name files beside it; "
-                       "rebuild the target with `make engines`")
+        raise T2VError(
+            f"{source} names {file!r}, which is outside its folder: a manifest may only name files beside it; rebuild the target with `make engines`"
+        )
 
 
 def _named_files(data: dict[str, Any]) -> list[tuple[str, str]]:

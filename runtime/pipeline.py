@@ -62,8 +62,10 @@ def truncation_warnings(tokenizer: PromptTokenizer, prompts: list[str], negative
         for index, dropped in enumerate(tokenizer.dropped(texts) if texts else []):
             if dropped:
                 which = f"{kind} {index}" if len(texts) > 1 else kind
-                lines.append(f"the {which} is longer than the text encoder's {tokenizer.max_length} tokens: the last "
-                             f"{dropped} token(s) were dropped; shorten it to keep all of it")
+                lines.append(
+                    f"the {which} is longer than the text encoder's {tokenizer.max_length} tokens: the last "
+                    f"{dropped} token(s) were dropped; shorten it to keep all of it"
+                )
     return lines
 
 
@@ -77,8 +79,14 @@ class Pipeline:
     serialised. `pipe.timings` is only the last finished call's; `close()` must wait until no call runs.
     """
 
-    def __init__(self, manifest: Manifest, precision: str | None = None, low_vram: bool = False,
-                 schedule: StepSchedule | Literal[False] | None = None, **backend_options: Any) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        precision: str | None = None,
+        low_vram: bool = False,
+        schedule: StepSchedule | Literal[False] | None = None,
+        **backend_options: Any,
+    ) -> None:
         """`schedule`: None = the denoiser variant's own step schedule (manifest), False = none, or one to use."""
         self.manifest = manifest
         self.precision = precision
@@ -108,8 +116,10 @@ class Pipeline:
             return None
         if schedule.fallback not in self.manifest.component("denoiser")["variants"]:
             built = ", ".join(self.manifest.component("denoiser")["variants"])
-            raise T2VError(f"the step schedule's fallback precision {schedule.fallback!r} was not built in "
-                           f"{self.manifest.root} (built: {built}); rebuild with `t2vtrt engines`")
+            raise T2VError(
+                f"the step schedule's fallback precision {schedule.fallback!r} was not built in "
+                f"{self.manifest.root} (built: {built}); rebuild with `t2vtrt engines`"
+            )
         return schedule
 
     @classmethod
@@ -191,8 +201,9 @@ class Pipeline:
         timings = call.timings
         try:
             prompts = _as_list(prompt)
-            req = resolve_request(self.manifest, prompts, _as_list(negative_prompt, len(prompts)), steps, guidance,
-                                  frames, height, width, seed, sampler)  # None is the only "use the default"
+            req = resolve_request(
+                self.manifest, prompts, _as_list(negative_prompt, len(prompts)), steps, guidance, frames, height, width, seed, sampler
+            )  # None is the only "use the default"
             steps, guidance, frames, height, width, sampler = req.steps, req.guidance, req.frames, req.height, req.width, req.sampler
             warnings = truncation_warnings(self.tokenizer, prompts, req.negatives if guidance > 1.0 else [])
             context = self.encode(prompts, req.negatives, guidance > 1.0)
@@ -233,8 +244,19 @@ class Pipeline:
         ids = self.tokenizer.encode(texts)
         return self._run("text_encoder", {"input_ids": ids})[self._output("text_encoder")]
 
-    def denoise(self, context: np.ndarray, steps: int, guidance: float, frames: int, height: int, width: int,
-                seed: int, sampler: str | None, latents: np.ndarray | None, callback: StepCallback | None) -> np.ndarray:
+    def denoise(
+        self,
+        context: np.ndarray,
+        steps: int,
+        guidance: float,
+        frames: int,
+        height: int,
+        width: int,
+        seed: int,
+        sampler: str | None,
+        latents: np.ndarray | None,
+        callback: StepCallback | None,
+    ) -> np.ndarray:
         """The sampler loop with classifier-free guidance, entirely in numpy."""
         sched_info = self.manifest.data["scheduler"]
         scheduler = make_scheduler(sampler or sched_info["default_sampler"], sched_info["config"], sched_info["prediction_type"])
@@ -280,7 +302,7 @@ class Pipeline:
         b, c, f, h, w = latents.shape
         per_frame = latents.transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
         chunk = self.manifest.component(name)["axes"]["batch"][2]
-        images = np.concatenate([self._run(name, {"latent": per_frame[i:i + chunk]})[out] for i in range(0, b * f, chunk)])
+        images = np.concatenate([self._run(name, {"latent": per_frame[i : i + chunk]})[out] for i in range(0, b * f, chunk)])
         return _to_uint8(images.reshape(b, f, *images.shape[1:]).transpose(0, 1, 3, 4, 2))
 
     def _output(self, component: str) -> str:

@@ -31,8 +31,18 @@ class Request:
     sampler: str
 
 
-def resolve_request(manifest: Manifest, prompts: list[str], negatives: list[str], steps: int | None, guidance: float | None,
-                    frames: int | None, height: int | None, width: int | None, seed: int, sampler: str | None) -> Request:
+def resolve_request(
+    manifest: Manifest,
+    prompts: list[str],
+    negatives: list[str],
+    steps: int | None,
+    guidance: float | None,
+    frames: int | None,
+    height: int | None,
+    width: int | None,
+    seed: int,
+    sampler: str | None,
+) -> Request:
     """Fill defaults where a value is None, then refuse anything the engines or the sampler cannot take."""
     d = manifest.data["defaults"]
     check_prompts(prompts, "prompt")
@@ -56,17 +66,19 @@ def resolve_request(manifest: Manifest, prompts: list[str], negatives: list[str]
 def check_prompts(prompts: list[str], what: str, allow_empty: bool = False) -> None:
     """Strings, non-empty (prompts), encodable as UTF-8 (a terminal in another locale passes undecodable bytes)."""
     if not prompts and not allow_empty:
-        raise T2VError(f"the {what} is empty: pass a text such as \"a red balloon rising over a lake\"")
+        raise T2VError(f'the {what} is empty: pass a text such as "a red balloon rising over a lake"')
     for index, text in enumerate(prompts):
         if not isinstance(text, str):
             raise T2VError(f"{what} {index} is {type(text).__name__}, not a string")
         if not allow_empty and not text.strip():
-            raise T2VError(f"the {what} is empty: pass a text such as \"a red balloon rising over a lake\"")
+            raise T2VError(f'the {what} is empty: pass a text such as "a red balloon rising over a lake"')
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise T2VError(f"the {what} is not valid UTF-8 (undecodable byte at character {exc.start}): pass the text in "
-                           "UTF-8 (check the terminal's or file's encoding)") from None
+            raise T2VError(
+                f"the {what} is not valid UTF-8 (undecodable byte at character {exc.start}): pass the text in "
+                "UTF-8 (check the terminal's or file's encoding)"
+            ) from None
 
 
 def _integer(name: str, value: Any) -> int:
@@ -120,8 +132,10 @@ def check_sizes(manifest: Manifest, batch: int, frames: int, height: int, width:
             raise T2VError(f"{name}={value} is outside the range these engines were built for [{lo}, {hi}] ({manifest.root})")
     multiple = size_multiple(manifest)
     if height % multiple or width % multiple:
-        raise T2VError(f"width and height must be multiples of {multiple} (the model's downsampling), got {width}x{height} "
-                       f"(WxH); e.g. {_round_to(width, multiple)}x{_round_to(height, multiple)}")
+        raise T2VError(
+            f"width and height must be multiples of {multiple} (the model's downsampling), got {width}x{height} "
+            f"(WxH); e.g. {_round_to(width, multiple)}x{_round_to(height, multiple)}"
+        )
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -134,8 +148,9 @@ def check_steps(manifest: Manifest, sampler: str, steps: int) -> None:
     if steps < 1:
         raise T2VError(f"steps must be >= 1, got {steps}")
     if not _steps_fit(manifest, sampler, steps):
-        raise T2VError(f"steps={steps} is more than sampler {sampler!r} can place on this model's timesteps: "
-                       f"use at most {_max_steps(manifest, sampler, steps)}")
+        raise T2VError(
+            f"steps={steps} is more than sampler {sampler!r} can place on this model's timesteps: use at most {_max_steps(manifest, sampler, steps)}"
+        )
 
 
 def _steps_fit(manifest: Manifest, sampler: str, steps: int) -> bool:

@@ -34,8 +34,7 @@ def _check_dim(component: str, name: str, size: int, dim: int | str, axes: dict[
     lo, _, hi = axes[dim]
     if not lo <= size <= hi:
         raise T2VError(
-            f"{component}: {dim}={size} is outside the built profile [{lo}, {hi}]; "
-            "rebuild the engines with a wider range or pick a size inside it"
+            f"{component}: {dim}={size} is outside the built profile [{lo}, {hi}]; rebuild the engines with a wider range or pick a size inside it"
         )
 
 

@@ -55,8 +55,7 @@ class PlainLines:
     line every `interval` seconds from a heartbeat thread, so a log never goes quiet while work runs.
     """
 
-    def __init__(self, stream: TextIO, interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
-                 heartbeat: bool = True) -> None:
+    def __init__(self, stream: TextIO, interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic, heartbeat: bool = True) -> None:
         self.stream, self.interval, self.clock = stream, interval, clock
         self.started: dict[str, float] = {}
         self.last: dict[str, float] = {}
@@ -107,7 +106,6 @@ class PlainLines:
             self.tick()
 
 
-def plain_lines(stream: TextIO, interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
-                heartbeat: bool = True) -> PlainLines:
+def plain_lines(stream: TextIO, interval: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic, heartbeat: bool = True) -> PlainLines:
     """A PlainLines writer on `stream` (the callable the progress callbacks take)."""
     return PlainLines(stream, interval, clock, heartbeat)

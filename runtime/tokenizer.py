@@ -56,7 +56,6 @@ class PromptTokenizer:
         encodings = self._tok.encode_batch(list(prompts))
         return np.array([e.ids for e in encodings], dtype=np.int32)
 
-
     def dropped(self, prompts: list[str]) -> list[int]:
         """Per prompt, how many tokens truncation to max_length cuts off (0 when it fits)."""
         return [max(0, len(e.ids) - self.max_length) for e in self._full.encode_batch(list(prompts))]

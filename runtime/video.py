@@ -71,13 +71,15 @@ def _write_clip(frames: np.ndarray, path: Path, fps: int, suffix: str) -> None:
         try:
             # H.264 in yuv420p wants even sizes; macro_block_size=1 keeps the size exact when it is odd.
             # ffmpeg's own log would print several lines per failure; ours names the problem in one.
-            with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", quality=8,
-                                    pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="quiet") as writer:
+            with imageio.get_writer(
+                path, format="FFMPEG", fps=fps, codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="quiet"
+            ) as writer:
                 for frame in frames:
                     writer.append_data(frame)  # type: ignore[attr-defined]  # the FFMPEG plugin's writer has it; the stubs' base class does not
         except (OSError, RuntimeError, ValueError) as exc:  # ffmpeg died or its pipe broke (e.g. the disk filled)
-            raise T2VError(f"the video encoder (ffmpeg) failed writing {path.name}: {_first_line(exc)}; "
-                           "check free disk space and run it again") from exc
+            raise T2VError(
+                f"the video encoder (ffmpeg) failed writing {path.name}: {_first_line(exc)}; check free disk space and run it again"
+            ) from exc
     else:
         # Encoded in memory, written by us: Pillow's writer retries a failed flush from __del__ (a stray traceback).
         path.write_bytes(imageio.mimwrite("<bytes>", list(frames), format="GIF", duration=1000 / fps, loop=0))
@@ -88,11 +90,15 @@ def _check_clip(tmp: Path, count: int, final: Path) -> None:
     try:
         frames = read_video(tmp)
     except Exception as exc:  # any reader failure means the file is not a playable clip
-        raise T2VError(f"{final} could not be written whole (the encoded file does not read back: {_first_line(exc)}); "
-                       "check free disk space and run it again; the previous file, if any, is unchanged") from exc
+        raise T2VError(
+            f"{final} could not be written whole (the encoded file does not read back: {_first_line(exc)}); "
+            "check free disk space and run it again; the previous file, if any, is unchanged"
+        ) from exc
     if len(frames) != count:
-        raise T2VError(f"{final} could not be written whole ({len(frames)} of {count} frames read back); "
-                       "check free disk space and run it again; the previous file, if any, is unchanged")
+        raise T2VError(
+            f"{final} could not be written whole ({len(frames)} of {count} frames read back); "
+            "check free disk space and run it again; the previous file, if any, is unchanged"
+        )
 
 
 def _first_line(exc: BaseException) -> str:

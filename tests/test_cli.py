@@ -17,8 +17,24 @@ PROMPT = "a red balloon rising over a lake"
 def test_generate_writes_a_playable_mp4(tiny_engines: Path, tmp_path: Path) -> None:
     """The mp4 reads back with the requested frame count and size."""
     out = tmp_path / "balloon.mp4"
-    result = t2vtrt("generate", PROMPT, "--engines", str(tiny_engines), "-o", str(out),
-                    "--frames", "6", "--height", "48", "--width", "64", "--steps", "3", "--sampler", "dpm++")
+    result = t2vtrt(
+        "generate",
+        PROMPT,
+        "--engines",
+        str(tiny_engines),
+        "-o",
+        str(out),
+        "--frames",
+        "6",
+        "--height",
+        "48",
+        "--width",
+        "64",
+        "--steps",
+        "3",
+        "--sampler",
+        "dpm++",
+    )
     assert result.returncode == 0, result.stderr
     video = read_video(out)
     assert video.shape == (6, 48, 64, 3)
@@ -41,8 +57,9 @@ def test_empty_prompt(tiny_engines: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.mp4").exists()
 
 
-@pytest.mark.parametrize(("flag", "value", "name"),
-                         [("--frames", "17", "frames=17"), ("--height", "256", "height=256"), ("--width", "16", "width=16")])
+@pytest.mark.parametrize(
+    ("flag", "value", "name"), [("--frames", "17", "frames=17"), ("--height", "256", "height=256"), ("--width", "16", "width=16")]
+)
 def test_sizes_outside_the_built_ranges(tiny_engines: Path, tmp_path: Path, flag: str, value: str, name: str) -> None:
     """Frames/height/width outside the manifest's ranges: one line naming the value and the range."""
     result = t2vtrt("generate", PROMPT, "--engines", str(tiny_engines), "-o", str(tmp_path / "x.mp4"), flag, value)

@@ -7,8 +7,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = {"t2vtrt": REPO / "t2vtrt", "t2vtrt.build": REPO / "build", "t2vtrt.runtime": REPO / "runtime",
-           "t2vtrt.calibration": REPO / "calibration"}
+FOLDERS = {"t2vtrt": REPO / "t2vtrt", "t2vtrt.build": REPO / "build", "t2vtrt.runtime": REPO / "runtime", "t2vtrt.calibration": REPO / "calibration"}
 
 
 def project_modules() -> dict[str, Path]:
@@ -41,6 +40,7 @@ def imported_names(module: str, path: Path) -> set[str]:
 
 def dependencies(modules: dict[str, Path]) -> dict[str, set[str]]:
     """Module -> the project modules it imports (a package importing from its own parent package is no edge)."""
+
     def owner(name: str) -> str:
         while name and name not in modules:
             name = name.rpartition(".")[0]

@@ -65,16 +65,19 @@ def test_shared_passes_do_not_import_target_only_modules() -> None:
     for path in (REPO / "build" / "surgery").glob("*.py"):
         if path.stem in target_only or path.stem == "registry":
             continue  # the registry imports every pass but runs only a stage's own list
-        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
-                    if isinstance(node, ast.ImportFrom) and node.module}
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom) and node.module}
         assert not {m.rsplit(".", 1)[-1] for m in imported} & target_only, path.name
 
 
 def make_model_name(model: str) -> str:
     """The Makefile's MODEL_NAME for MODEL (what its file targets are under)."""
     rule = "print-model-name: ; @echo $(MODEL_NAME)"
-    result = subprocess.run(["make", "-s", "-C", str(REPO), f"--eval={rule}", "print-model-name", f"MODEL={model}",
-                             "VENV=/nonexistent"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["make", "-s", "-C", str(REPO), f"--eval={rule}", "print-model-name", f"MODEL={model}", "VENV=/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

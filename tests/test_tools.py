@@ -1,4 +1,4 @@
-"""The project's tools see the whole tree: ruff lints build/ and tests/build/ too, mypy checks the runtime, and the
+"""The project's tools see the whole tree: ruff lints and format-checks build/ and tests/build/ too, mypy checks the runtime, and the
 editable install is a plain path (no import hook) that both, and IDEs, can follow. Settings: pyproject.toml."""
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def test_ruff_lint_passes() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def test_ruff_format_has_nothing_to_change() -> None:
+    """The code is laid out as `ruff format` lays it out (run it to fix a failure)."""
+    result = run([tool("ruff"), "format", "--check", "."])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
 def test_mypy_passes_on_the_runtime() -> None:
     """mypy (pyproject.toml: the t2vtrt.runtime package) reports no errors."""
     result = run([tool("mypy")], timeout=600)
@@ -49,8 +55,10 @@ def test_mypy_passes_on_the_runtime() -> None:
 
 def test_the_install_needs_no_import_hook(tmp_path: Path) -> None:
     """From any folder, t2vtrt.build imports through a plain sys.path entry (src/), not an editable-install finder."""
-    code = ("import sys, t2vtrt.build.export, t2vtrt.runtime.pipeline, t2vtrt.calibration.stage\n"
-            "print(*[name for name in sys.modules if name.startswith('__editable__')])")
+    code = (
+        "import sys, t2vtrt.build.export, t2vtrt.runtime.pipeline, t2vtrt.calibration.stage\n"
+        "print(*[name for name in sys.modules if name.startswith('__editable__')])"
+    )
     result = run([sys.executable, "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "", f"an import hook is installed ({result.stdout.strip()}): run `make setup` again"

@@ -20,9 +20,11 @@ def cpu_fields(cpuinfo: str) -> dict[str, Any]:
     first = cpuinfo.split("\n\n")[0]
     fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines()) if k.strip()}
     flags = set(fields.get("flags", "").split())
-    return {"cpu": fields.get("model name", platform.processor() or "unknown"),
-            "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
-            "isa": [f for f in ISA_FLAGS if f in flags]}
+    return {
+        "cpu": fields.get("model name", platform.processor() or "unknown"),
+        "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+        "isa": [f for f in ISA_FLAGS if f in flags],
+    }
 
 
 def host_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:

@@ -23,8 +23,7 @@ def built_paths(model: str, artifacts: Path) -> ArtifactPaths:
     paths = ArtifactPaths(artifacts / model)
     if not (paths.engines_dir("cpu") / "manifest.json").is_file():
         # The stages have one driver (make / the CLI); the bench only measures what they built.
-        raise SystemExit(f"error: {paths.engines_dir('cpu')} has no manifest.json: run `make engines MODEL={model} GPU=cpu` "
-                         f"(or `make bench`) first")
+        raise SystemExit(f"error: {paths.engines_dir('cpu')} has no manifest.json: run `make engines MODEL={model} GPU=cpu` (or `make bench`) first")
     return paths
 
 
@@ -48,8 +47,7 @@ def run_side(side: str, settings: dict[str, Any], **extra: str) -> dict[str, Any
 def video_agreement(reference: np.ndarray, video: np.ndarray) -> dict[str, float]:
     """Per-frame PSNR / SSIM of a video against the FP32 runtime's (the compare stage's metrics), min and mean."""
     psnr, ssim = psnr_per_frame(reference, video), ssim_per_frame(reference, video)
-    return {"psnr_min_db": float(psnr.min()), "psnr_mean_db": float(psnr.mean()),
-            "ssim_min": float(ssim.min()), "ssim_mean": float(ssim.mean())}
+    return {"psnr_min_db": float(psnr.min()), "psnr_mean_db": float(psnr.mean()), "ssim_min": float(ssim.min()), "ssim_mean": float(ssim.mean())}
 
 
 def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[str, Any]:
@@ -58,8 +56,15 @@ def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[
     engines = paths.engines_dir("cpu")
     manifest = json.loads((engines / "manifest.json").read_text())
     d = manifest["defaults"]
-    settings = {"steps": steps or d["steps"], "frames": d["frames"], "height": d["height"], "width": d["width"],
-                "guidance": d["guidance"], "repeats": repeats, "sampler": manifest["scheduler"]["default_sampler"]}
+    settings = {
+        "steps": steps or d["steps"],
+        "frames": d["frames"],
+        "height": d["height"],
+        "width": d["width"],
+        "guidance": d["guidance"],
+        "repeats": repeats,
+        "sampler": manifest["scheduler"]["default_sampler"],
+    }
     lat = manifest["latent"]
     shape = (1, lat["channels"], d["frames"], d["height"] // lat["spatial_factor"], d["width"] // lat["spatial_factor"])
     work = Path(tempfile.mkdtemp(prefix="t2vtrt-bench-"))
@@ -97,8 +102,14 @@ def summarize(model: str, settings: dict[str, Any], sides: dict[str, dict[str, A
 
 def markdown(report: dict[str, Any]) -> str:
     """A table a reviewer reads in a CI log."""
-    lines = [f"# bench: {report['model']}", "", f"settings: {json.dumps(report['settings'])}", "",
-             "| side | total s | loop overhead | peak RSS MB |", "|---|---|---|---|"]
+    lines = [
+        f"# bench: {report['model']}",
+        "",
+        f"settings: {json.dumps(report['settings'])}",
+        "",
+        "| side | total s | loop overhead | peak RSS MB |",
+        "|---|---|---|---|",
+    ]
     for name, side in report["sides"].items():
         overhead = f"{side['loop_overhead_fraction']:.2%}" if "loop_overhead_fraction" in side else "-"
         lines.append(f"| {name} | {side['total_s']:.2f} | {overhead} | {side['peak_rss_mb']:.0f} |")

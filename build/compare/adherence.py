@@ -22,14 +22,20 @@ def accuracy_of(cases: list[tuple[str, str, int]], videos: dict[str, np.ndarray]
     return adherence.accuracy(scores)
 
 
-def adherence_checks(cases: list[tuple[str, str, int]], reference: dict[str, np.ndarray],
-                     by_precision: dict[str, dict[str, np.ndarray]], max_drop: float) -> list[Check]:
+def adherence_checks(
+    cases: list[tuple[str, str, int]], reference: dict[str, np.ndarray], by_precision: dict[str, dict[str, np.ndarray]], max_drop: float
+) -> list[Check]:
     """One check per precision: FP32 reference first (recorded), then each other precision gated on its drop."""
     fp32 = accuracy_of(cases, reference)
     checks = [Check("adherence", "adherence fp32-reference", "fp32", metrics=fp32)]
     for precision, videos in by_precision.items():
-        check = Check("adherence", f"adherence {precision}", precision, metrics=accuracy_of(cases, videos),
-                      thresholds={f"{name}_min": fp32[name] - max_drop for name in GATED})
+        check = Check(
+            "adherence",
+            f"adherence {precision}",
+            precision,
+            metrics=accuracy_of(cases, videos),
+            thresholds={f"{name}_min": fp32[name] - max_drop for name in GATED},
+        )
         for name in GATED:
             value, floor = check.metrics[name], fp32[name] - max_drop
             if not value >= floor - 1e-9:  # NaN fails too
@@ -44,10 +50,14 @@ def adherence_rows(checks: list[Check]) -> list[str]:
     if not rows:
         return []
     names = ("color", "shape", "motion", "background", "all")
-    lines = ["", "## Prompt adherence (analytic evaluator)", "", "| precision | " + " | ".join(names) + " | status |",
-             "|---" * (len(names) + 2) + "|"]
+    lines = [
+        "",
+        "## Prompt adherence (analytic evaluator)",
+        "",
+        "| precision | " + " | ".join(names) + " | status |",
+        "|---" * (len(names) + 2) + "|",
+    ]
     for check in rows:
         cells = " | ".join(f"{100 * check.metrics.get(n, float('nan')):.0f} %" for n in names)
         lines.append(f"| {check.precision} | {cells} | {check.status} |")
     return lines
-

@@ -37,8 +37,14 @@ class EvalSet:
 
     def to_json(self) -> dict[str, Any]:
         """The report / golden form."""
-        return {"prompts": list(self.prompts), "seeds": list(self.seeds), "negative_prompt": self.negative_prompt,
-                "steps": self.steps, "denoiser_samples": self.denoiser_samples, "adherence": self.adherence}
+        return {
+            "prompts": list(self.prompts),
+            "seeds": list(self.seeds),
+            "negative_prompt": self.negative_prompt,
+            "steps": self.steps,
+            "denoiser_samples": self.denoiser_samples,
+            "adherence": self.adherence,
+        }
 
 
 def default_eval_path(model_name: str) -> Path:
@@ -56,8 +62,14 @@ def load_eval_set(path: str | Path | None = None) -> EvalSet:
         from t2vtrt.calibration.prompts import load_prompts
 
         prompts = load_prompts(data.get("prompt_set", "eval"), int(data.get("prompt_count", 2)), data.get("prompt_file"))
-    return EvalSet(tuple(prompts), tuple(int(s) for s in data["seeds"]), data.get("negative_prompt", ""),
-                   data.get("steps"), int(data.get("denoiser_samples", 3)), bool(data.get("adherence", False)))
+    return EvalSet(
+        tuple(prompts),
+        tuple(int(s) for s in data["seeds"]),
+        data.get("negative_prompt", ""),
+        data.get("steps"),
+        int(data.get("denoiser_samples", 3)),
+        bool(data.get("adherence", False)),
+    )
 
 
 @dataclass
@@ -76,8 +88,9 @@ def reference_manifest(manifest: Manifest, paths: ArtifactPaths) -> Manifest:
         if not graph.is_file():
             raise T2VError(f"{graph} is missing: the FP32 reference of compare is the exported graph; run `t2vtrt export` first")
         # An absolute file name: Manifest.path() joins it onto the target dir, which keeps it as is.
-        component["variants"] = {"fp32": {"file": str(graph.resolve()), "backend": "onnxruntime", "precision": "fp32",
-                                          "sha256": "", "bytes": graph.stat().st_size}}
+        component["variants"] = {
+            "fp32": {"file": str(graph.resolve()), "backend": "onnxruntime", "precision": "fp32", "sha256": "", "bytes": graph.stat().st_size}
+        }
     data["defaults"]["precision"] = "fp32"
     return Manifest(data, manifest.root)
 
@@ -102,6 +115,7 @@ def capture_reference(manifest: Manifest, paths: ArtifactPaths, eval_set: EvalSe
 
 def _keep_into(recorded: dict[str, list[Feeds]]) -> EngineCallHook:
     """A Pipeline.recording hook appending a copy of every engine call's feeds to recorded[component]."""
+
     def keep(component: str, feeds: Feeds) -> None:
         recorded[component].append({k: np.array(v, copy=True) for k, v in feeds.items()})
 
@@ -117,8 +131,9 @@ def generate_videos(target_dir: Path, precision: str, eval_set: EvalSet) -> dict
     """The target's own pipeline at one precision (components without it fall back to fp32), per case."""
     pipe = Pipeline.from_dir(target_dir, precision=precision, verify_hashes=False)  # compare verified them already
     try:
-        return {key: pipe(prompt, negative_prompt=eval_set.negative_prompt, steps=eval_set.steps, seed=seed)
-                for key, prompt, seed in eval_set.cases()}
+        return {
+            key: pipe(prompt, negative_prompt=eval_set.negative_prompt, steps=eval_set.steps, seed=seed) for key, prompt, seed in eval_set.cases()
+        }
     finally:
         pipe.close()
 

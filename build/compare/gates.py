@@ -42,8 +42,7 @@ def skipped(kind: str, subject: str, precision: str, reason: str) -> Check:
     return Check(kind, subject, precision, status=SKIPPED, reason=reason)
 
 
-def gate_graph(check: Check, worst: dict[str, dict[str, float]], nonfinite: dict[str, int],
-               thresholds: dict[str, float] | None) -> Check:
+def gate_graph(check: Check, worst: dict[str, dict[str, float]], nonfinite: dict[str, int], thresholds: dict[str, float] | None) -> Check:
     """Fail on NaN/Inf, on a missing threshold, or on any metric beyond its threshold (per output)."""
     check.metrics = {out: {**m, "nonfinite": nonfinite.get(out, 0)} for out, m in worst.items()}
     check.thresholds = thresholds
@@ -60,14 +59,12 @@ def gate_graph(check: Check, worst: dict[str, dict[str, float]], nonfinite: dict
     return check
 
 
-def gate_video(check: Check, psnr: dict[str, np.ndarray], ssim: dict[str, np.ndarray],
-               thresholds: dict[str, float] | None) -> Check:
+def gate_video(check: Check, psnr: dict[str, np.ndarray], ssim: dict[str, np.ndarray], thresholds: dict[str, float] | None) -> Check:
     """Per case: min and mean of per-frame PSNR and SSIM, each against its threshold."""
     check.thresholds = thresholds
     for key in psnr:
         summary = video_summary(psnr[key], ssim[key])
-        check.metrics[key] = {**summary, "psnr": [round(float(v), 3) for v in psnr[key]],
-                              "ssim": [round(float(v), 5) for v in ssim[key]]}
+        check.metrics[key] = {**summary, "psnr": [round(float(v), 3) for v in psnr[key]], "ssim": [round(float(v), 5) for v in ssim[key]]}
         if thresholds is None:
             continue
         for metric, limit in thresholds.items():
@@ -79,8 +76,7 @@ def gate_video(check: Check, psnr: dict[str, np.ndarray], ssim: dict[str, np.nda
 
 def video_summary(psnr: np.ndarray, ssim: np.ndarray) -> dict[str, float]:
     """min and mean of per-frame PSNR (dB) and SSIM."""
-    return {"psnr_min": float(np.min(psnr)), "psnr_mean": float(np.mean(psnr)),
-            "ssim_min": float(np.min(ssim)), "ssim_mean": float(np.mean(ssim))}
+    return {"psnr_min": float(np.min(psnr)), "psnr_mean": float(np.mean(psnr)), "ssim_min": float(np.min(ssim)), "ssim_mean": float(np.mean(ssim))}
 
 
 def _gate_value(check: Check, metric: str, value: float, limit: float, direction: str, where: str) -> None:

@@ -60,8 +60,14 @@ class Golden:
             return {key: data[key] for key in data.files}
 
 
-def save_golden(root: Path, model: dict[str, Any], eval_set: dict[str, Any], inputs: dict[str, list[Feeds]],
-                outputs: dict[str, list[Any]], videos: dict[str, np.ndarray]) -> Path:
+def save_golden(
+    root: Path,
+    model: dict[str, Any],
+    eval_set: dict[str, Any],
+    inputs: dict[str, list[Feeds]],
+    outputs: dict[str, list[Any]],
+    videos: dict[str, np.ndarray],
+) -> Path:
     """Write a golden set into `root`, swapped in whole (a reader never sees half a set)."""
     from polygraphy.comparator import IterationResult, RunResults
     from polygraphy.logger import G_LOGGER
@@ -73,15 +79,18 @@ def save_golden(root: Path, model: dict[str, Any], eval_set: dict[str, Any], inp
             (tmp / "outputs").mkdir(exist_ok=True)
             RunResults([(GOLDEN, iterations)]).save(str(tmp / "outputs" / f"{component}.json"))
         np.savez_compressed(tmp / "videos.npz", **videos)
-        write_json(tmp / "golden.json", {
-            "schema_version": SCHEMA_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {"name": model["name"], "hash": model["hash"]},
-            "tools": tool_versions(),
-            "eval": eval_set,
-            "components": {c: len(feeds) for c, feeds in inputs.items()},
-            "videos": sorted(videos),
-        })
+        write_json(
+            tmp / "golden.json",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "model": {"name": model["name"], "hash": model["hash"]},
+                "tools": tool_versions(),
+                "eval": eval_set,
+                "components": {c: len(feeds) for c, feeds in inputs.items()},
+                "videos": sorted(videos),
+            },
+        )
     return root
 
 

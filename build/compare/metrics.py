@@ -13,8 +13,7 @@ PSNR_CAP_DB = 200.0
 
 def _compare_funcs() -> list[Any]:
     """polygraphy's functors for max |diff|, L2 distance, cosine similarity and PSNR (their verdicts are unused)."""
-    from polygraphy.comparator import (CosineSimilarityCompareFunc, L2CompareFunc, PsnrCompareFunc,
-                                       SimpleCompareFunc)
+    from polygraphy.comparator import CosineSimilarityCompareFunc, L2CompareFunc, PsnrCompareFunc, SimpleCompareFunc
 
     # The thresholds here only decide polygraphy's own log lines; our gate reads the metric values.
     return [SimpleCompareFunc(check_error_stat="max"), L2CompareFunc(), CosineSimilarityCompareFunc(), PsnrCompareFunc()]

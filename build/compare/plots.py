@@ -28,8 +28,9 @@ def write_plots(reports_dir: Path, run: CompareRun) -> dict[str, Path]:
     written: dict[str, Path] = {}
     for precision, videos in run.videos.items():
         key = next(iter(videos))
-        written[f"frames-{precision}"] = frame_grid(run.reference_videos[key], videos[key], precision,
-                                                    reports_dir / f"frames-{precision}.png", title=key)
+        written[f"frames-{precision}"] = frame_grid(
+            run.reference_videos[key], videos[key], precision, reports_dir / f"frames-{precision}.png", title=key
+        )
     series = {f"{c.precision} {key}": m["psnr"] for c in run.checks if c.kind == "video" and c.metrics for key, m in c.metrics.items()}
     if series:
         written["psnr"] = psnr_plot(series, reports_dir / "psnr.png")

@@ -52,17 +52,22 @@ def _graph_table(checks: list[Check]) -> list[str]:
     rows = [c for c in checks if c.kind == "graph" and c.metrics]
     if not rows:
         return []
-    out = ["## Graphs: each variant vs the FP32 ONNX reference (worst over the recorded inputs)", "",
-           "| component | precision | output | status | rel L2 | max abs | cosine | PSNR dB | NaN/Inf |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "## Graphs: each variant vs the FP32 ONNX reference (worst over the recorded inputs)",
+        "",
+        "| component | precision | output | status | rel L2 | max abs | cosine | PSNR dB | NaN/Inf |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for check in rows:
         component = check.subject.split(" ")[0]
         for output, m in check.metrics.items():
             t = check.thresholds or {}
-            out.append(f"| {component} | {check.precision} | {output} | {_MARK[check.status]} | "
-                       f"{_cell(m['rel_l2'], t.get('rel_l2'), '<=')} | {_cell(m['max_abs'], t.get('max_abs'), '<=')} | "
-                       f"{_cell(m['cosine'], t.get('cosine'), '>=', '.6f')} | {_cell(m['psnr'], t.get('psnr'), '>=', '.1f')} | "
-                       f"{m['nonfinite']} |")
+            out.append(
+                f"| {component} | {check.precision} | {output} | {_MARK[check.status]} | "
+                f"{_cell(m['rel_l2'], t.get('rel_l2'), '<=')} | {_cell(m['max_abs'], t.get('max_abs'), '<=')} | "
+                f"{_cell(m['cosine'], t.get('cosine'), '>=', '.6f')} | {_cell(m['psnr'], t.get('psnr'), '>=', '.1f')} | "
+                f"{m['nonfinite']} |"
+            )
     return out + [""]
 
 
@@ -73,9 +78,12 @@ def _video_table(checks: list[Check], eval_set: dict[str, Any]) -> list[str]:
         return []
     objects = any("position_px_max" in m for c in rows for m in c.metrics.values())
     extra_head = " object position error px (max / mean) | object color error (max, 0-255) |" if objects else ""
-    out = [f"## Videos: each precision vs the FP32 ONNX video ({len(eval_set['prompts'])} prompts x {len(eval_set['seeds'])} seeds, per frame)", "",
-           "| precision | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |" + extra_head,
-           "|---|---|---|---|---|---|---|" + ("---|---|" if objects else "")]
+    out = [
+        f"## Videos: each precision vs the FP32 ONNX video ({len(eval_set['prompts'])} prompts x {len(eval_set['seeds'])} seeds, per frame)",
+        "",
+        "| precision | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |" + extra_head,
+        "|---|---|---|---|---|---|---|" + ("---|---|" if objects else ""),
+    ]
     for check in rows:
         out += _video_rows(check, check.precision)
     return out + [""]
@@ -84,9 +92,12 @@ def _video_table(checks: list[Check], eval_set: dict[str, Any]) -> list[str]:
 def _video_rows(check: Check, label: str) -> list[str]:
     """Table rows of one video check (with the object's position and color error where measured)."""
     t = check.thresholds or {}
-    return [f"| {label} | {key} | {_MARK[check.status]} | {_cell(m['psnr_min'], t.get('psnr_min'), '>=', '.2f')} | "
-            f"{_cell(m['psnr_mean'], t.get('psnr_mean'), '>=', '.2f')} | {_cell(m['ssim_min'], t.get('ssim_min'), '>=', '.4f')} | "
-            f"{_cell(m['ssim_mean'], t.get('ssim_mean'), '>=', '.4f')} |" + _object_cells(m) for key, m in check.metrics.items()]
+    return [
+        f"| {label} | {key} | {_MARK[check.status]} | {_cell(m['psnr_min'], t.get('psnr_min'), '>=', '.2f')} | "
+        f"{_cell(m['psnr_mean'], t.get('psnr_mean'), '>=', '.2f')} | {_cell(m['ssim_min'], t.get('ssim_min'), '>=', '.4f')} | "
+        f"{_cell(m['ssim_mean'], t.get('ssim_mean'), '>=', '.4f')} |" + _object_cells(m)
+        for key, m in check.metrics.items()
+    ]
 
 
 def _object_cells(metrics: dict[str, Any]) -> str:
@@ -101,18 +112,28 @@ def _object_cells(metrics: dict[str, Any]) -> str:
 
 def _golden_section(golden: dict[str, Any], checks: list[Check]) -> list[str]:
     """Today's reference vs the golden set, or why there was none."""
-    out = ["## Golden set", "", f"`{golden['path']}`: {golden['status']}"
-           + (f" (recorded {golden.get('created')}, onnxruntime {golden['tools'].get('onnxruntime')}, torch {golden['tools'].get('torch')})"
-              if golden["status"] == "compared" else ""), ""]
+    out = [
+        "## Golden set",
+        "",
+        f"`{golden['path']}`: {golden['status']}"
+        + (
+            f" (recorded {golden.get('created')}, onnxruntime {golden['tools'].get('onnxruntime')}, torch {golden['tools'].get('torch')})"
+            if golden["status"] == "compared"
+            else ""
+        ),
+        "",
+    ]
     graph_rows = [c for c in checks if c.kind == "golden-graph" and c.metrics]
     if graph_rows:
         out += ["| graph | output | status | rel L2 | max abs | cosine | PSNR dB |", "|---|---|---|---|---|---|---|"]
         for check in graph_rows:
             t = check.thresholds or {}
             for output, m in check.metrics.items():
-                out.append(f"| {check.subject.split(' ', 1)[1]} | {output} | {_MARK[check.status]} | {_cell(m['rel_l2'], t.get('rel_l2'), '<=')} | "
-                           f"{_cell(m['max_abs'], t.get('max_abs'), '<=')} | {_cell(m['cosine'], t.get('cosine'), '>=', '.6f')} | "
-                           f"{_cell(m['psnr'], t.get('psnr'), '>=', '.1f')} |")
+                out.append(
+                    f"| {check.subject.split(' ', 1)[1]} | {output} | {_MARK[check.status]} | {_cell(m['rel_l2'], t.get('rel_l2'), '<=')} | "
+                    f"{_cell(m['max_abs'], t.get('max_abs'), '<=')} | {_cell(m['cosine'], t.get('cosine'), '>=', '.6f')} | "
+                    f"{_cell(m['psnr'], t.get('psnr'), '>=', '.1f')} |"
+                )
         out.append("")
     for check in (c for c in checks if c.kind == "golden-video" and c.metrics):
         out += ["| video | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |", "|---|---|---|---|---|---|---|"]

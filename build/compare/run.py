@@ -47,7 +47,9 @@ class CompareRun:
         lines = [line for c in self.checks for line in c.failures]
         if not self.compared:
             reasons = sorted({c.reason for c in self.checks if c.status == gates.SKIPPED and c.kind in ("graph", "video")})
-            lines.append(f"nothing compared: every variant of target {self.target or '?'} was skipped "
-                         f"({'; '.join(reasons) or 'no variants'}); run compare on a machine that runs this target "
-                         "(tensorrt targets: a GPU with TensorRT installed)")
+            lines.append(
+                f"nothing compared: every variant of target {self.target or '?'} was skipped "
+                f"({'; '.join(reasons) or 'no variants'}); run compare on a machine that runs this target "
+                "(tensorrt targets: a GPU with TensorRT installed)"
+            )
         return lines

@@ -11,8 +11,7 @@ import numpy as np
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.compare import gates
 from t2vtrt.build.compare.adherence import adherence_checks
-from t2vtrt.build.compare.capture import (EvalSet, ReferenceCapture, capture_reference, default_eval_path, generate_videos,
-                                         load_eval_set, save_inputs)
+from t2vtrt.build.compare.capture import EvalSet, ReferenceCapture, capture_reference, default_eval_path, generate_videos, load_eval_set, save_inputs
 from t2vtrt.build.compare.frames import psnr_per_frame, ssim_per_frame
 from t2vtrt.build.compare.gates import Check, skipped
 from t2vtrt.build.compare.golden import Golden, load_golden, save_golden
@@ -20,8 +19,7 @@ from t2vtrt.build.compare.metrics import compare_runners, nonfinite_counts, vali
 from t2vtrt.build.compare.report import write_reports
 from t2vtrt.build.compare.run import CompareRun
 from t2vtrt.build.compare.runners import GOLDEN, REFERENCE, onnx_runner, runner_name, tensorrt_available, variant_runner
-from t2vtrt.build.compare.tolerances import (adherence_max_drop, expected_graph_variants, graph_thresholds, load_tolerances,
-                                             video_thresholds)
+from t2vtrt.build.compare.tolerances import adherence_max_drop, expected_graph_variants, graph_thresholds, load_tolerances, video_thresholds
 from t2vtrt.build.engines.manifest import tool_versions
 from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
@@ -31,9 +29,16 @@ from t2vtrt.runtime.manifest import Manifest, load_manifest
 Progress = Callable[[str], None]
 
 
-def run_compare(target_dir: Path, paths: ArtifactPaths | None = None, tolerances: dict[str, Any] | None = None,
-                eval_set: EvalSet | None = None, golden_dir: Path | None = None, save_golden_set: bool = False,
-                reports_dir: Path | None = None, on_step: Progress | None = None) -> CompareRun:
+def run_compare(
+    target_dir: Path,
+    paths: ArtifactPaths | None = None,
+    tolerances: dict[str, Any] | None = None,
+    eval_set: EvalSet | None = None,
+    golden_dir: Path | None = None,
+    save_golden_set: bool = False,
+    reports_dir: Path | None = None,
+    on_step: Progress | None = None,
+) -> CompareRun:
     """Compare, write reports/accuracy.{json,md} + PNGs, and return the run (`.passed` is the gate)."""
     target_dir = Path(target_dir)
     manifest = load_manifest(target_dir)  # hash-checked: we compare exactly what the manifest ships
@@ -83,8 +88,9 @@ def _open_golden(paths: ArtifactPaths, model_hash: str, golden_dir: Path | None,
     return load_golden(default, model_hash), None
 
 
-def compare_component(manifest: Manifest, paths: ArtifactPaths, component: str, feeds: list[Feeds],
-                      tolerances: dict[str, Any], golden: Golden | None) -> tuple[list[Check], list[Any]]:
+def compare_component(
+    manifest: Manifest, paths: ArtifactPaths, component: str, feeds: list[Feeds], tolerances: dict[str, Any], golden: Golden | None
+) -> tuple[list[Check], list[Any]]:
     """Run the reference and every runnable variant through polygraphy's Comparator on `feeds`; gate each."""
     from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
@@ -95,28 +101,45 @@ def compare_component(manifest: Manifest, paths: ArtifactPaths, component: str, 
     for precision, variant in variants.items():
         runner = variant_runner(manifest.path(variant["file"]), variant["backend"], runner_name(component, precision))
         if runner is None:
-            checks.append(skipped("graph", f"{component} {precision}", precision,
-                                  f"{variant['backend']} variant: this machine has no GPU with tensorrt to run it"))
+            checks.append(
+                skipped(
+                    "graph", f"{component} {precision}", precision, f"{variant['backend']} variant: this machine has no GPU with tensorrt to run it"
+                )
+            )
         else:
             runners.append(runner)
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
         results = Comparator.run(runners, data_loader=feeds)
     if golden is not None:
         results.append((GOLDEN, golden.outputs(component)))
-        checks.append(_gate_graph_pair(results, GOLDEN, REFERENCE, "golden-graph", f"golden {component}", "fp32",
-                                       _golden_graph_thresholds(tolerances)))
+        checks.append(
+            _gate_graph_pair(results, GOLDEN, REFERENCE, "golden-graph", f"golden {component}", "fp32", _golden_graph_thresholds(tolerances))
+        )
     if not validate_finite(results, REFERENCE):
         reference = Check("graph", f"{component} reference", "fp32")
-        reference.fail(f"the FP32 ONNX reference {paths.onnx(component)} itself outputs NaN/Inf "
-                       f"({nonfinite_counts(results[REFERENCE])}); the exported model is broken")
+        reference.fail(
+            f"the FP32 ONNX reference {paths.onnx(component)} itself outputs NaN/Inf "
+            f"({nonfinite_counts(results[REFERENCE])}); the exported model is broken"
+        )
         checks.append(reference)
     for precision in variants:
         name = runner_name(component, precision)
         if name in results:
             runs = _scheduled_iterations(variants[precision], feeds)
-            checks.append(_gate_graph_pair(results, REFERENCE, name, "graph", f"{component} {precision}", precision,
-                                           graph_thresholds(tolerances, component, precision), runs,
-                                           backend=variants[precision]["backend"], iterations=len(runs)))
+            checks.append(
+                _gate_graph_pair(
+                    results,
+                    REFERENCE,
+                    name,
+                    "graph",
+                    f"{component} {precision}",
+                    precision,
+                    graph_thresholds(tolerances, component, precision),
+                    runs,
+                    backend=variants[precision]["backend"],
+                    iterations=len(runs),
+                )
+            )
     return checks, list(results[REFERENCE])
 
 
@@ -130,8 +153,17 @@ def _scheduled_iterations(variant: dict[str, Any], feeds: list[Feeds]) -> list[i
     return [i for i, f in enumerate(feeds) if not schedule.uses_fallback(float(np.asarray(f["timestep"]).reshape(-1)[0]))]
 
 
-def _gate_graph_pair(results: Any, reference: str, candidate: str, kind: str, subject: str, precision: str,
-                     thresholds: dict[str, float] | None, runs: list[int] | None = None, **extra: Any) -> Check:
+def _gate_graph_pair(
+    results: Any,
+    reference: str,
+    candidate: str,
+    kind: str,
+    subject: str,
+    precision: str,
+    thresholds: dict[str, float] | None,
+    runs: list[int] | None = None,
+    **extra: Any,
+) -> Check:
     """Metrics of `candidate` vs `reference` (worst over the iterations `runs`, default all), NaN/Inf-validated, gated."""
     check = Check(kind, subject, precision, extra=extra)
     counts = nonfinite_counts(results[candidate])
@@ -159,12 +191,14 @@ def _missing_variants(manifest: Manifest, tolerances: dict[str, Any]) -> list[Ch
     return out
 
 
-def compare_videos(manifest: Manifest, target_dir: Path, capture: ReferenceCapture, eval_set: EvalSet,
-                   tolerances: dict[str, Any], run: CompareRun) -> list[Check]:
+def compare_videos(
+    manifest: Manifest, target_dir: Path, capture: ReferenceCapture, eval_set: EvalSet, tolerances: dict[str, Any], run: CompareRun
+) -> list[Check]:
     """Per built precision: the target's videos vs the FP32 ONNX reference videos, per-frame PSNR and SSIM."""
     built = _built_precisions(manifest)
-    checks = [skipped("video", f"video {p}", p, f"not built for target {manifest.data['target']['name']}")
-              for p in tolerances["video"] if p not in built]
+    checks = [
+        skipped("video", f"video {p}", p, f"not built for target {manifest.data['target']['name']}") for p in tolerances["video"] if p not in built
+    ]
     for precision in built:
         check = Check("video", f"video {precision}", precision)
         if not _runnable(manifest, precision):
@@ -224,8 +258,9 @@ def _golden_video_checks(golden: Golden | None, capture: ReferenceCapture, toler
     return [gates.gate_video(check, psnr, ssim, {k: float(v) for k, v in tolerances["golden"]["video"].items()})]
 
 
-def build_report(manifest: Manifest, target_dir: Path, eval_set: EvalSet, run: CompareRun, golden: Golden | None,
-                 golden_dir: Path, saved_golden: bool) -> dict[str, Any]:
+def build_report(
+    manifest: Manifest, target_dir: Path, eval_set: EvalSet, run: CompareRun, golden: Golden | None, golden_dir: Path, saved_golden: bool
+) -> dict[str, Any]:
     """accuracy.json: verdict, failures, every check, and the versions and hashes it was measured with."""
     data = manifest.data
     golden_info: dict[str, Any] = {"path": str(golden_dir), "status": "none"}

@@ -20,14 +20,24 @@ def resolve_target(gpu: str) -> str:
         return "cpu"
     if importlib.util.find_spec("tensorrt") is None:
         # A GPU machine without TensorRT still gets working (ONNX Runtime) artifacts from `make engines`.
-        print(f"note: this machine's GPU matches profile {profile} but TensorRT is not installed, so auto builds "
-              f"the cpu target; for engines: pip install -e '.[gpu]' and pass --gpu {profile}", file=sys.stderr)
+        print(
+            f"note: this machine's GPU matches profile {profile} but TensorRT is not installed, so auto builds "
+            f"the cpu target; for engines: pip install -e '.[gpu]' and pass --gpu {profile}",
+            file=sys.stderr,
+        )
         return "cpu"
     return profile
 
 
-def build_engines(paths: ArtifactPaths, target: str, quiet: bool = False, dry_run: bool = False, low_vram: bool = False,
-                  version_compatible: bool = False, hardware_compat: str | None = None) -> Path:
+def build_engines(
+    paths: ArtifactPaths,
+    target: str,
+    quiet: bool = False,
+    dry_run: bool = False,
+    low_vram: bool = False,
+    version_compatible: bool = False,
+    hardware_compat: str | None = None,
+) -> Path:
     """Build engines/<target>/ and return its manifest path (plan.json for a GPU target's dry run)."""
     if target == "cpu":
         from t2vtrt.build.engines.cpu import build_cpu_target
@@ -40,8 +50,9 @@ def build_engines(paths: ArtifactPaths, target: str, quiet: bool = False, dry_ru
     from t2vtrt.build.engines.tensorrt import build_gpu_target
 
     check_gpu_sources(paths)
-    return build_gpu_target(paths, target, quiet=quiet, dry_run=dry_run, low_vram=low_vram,
-                            version_compatible=version_compatible, hardware_compat=hardware_compat)
+    return build_gpu_target(
+        paths, target, quiet=quiet, dry_run=dry_run, low_vram=low_vram, version_compatible=version_compatible, hardware_compat=hardware_compat
+    )
 
 
 def check_gpu_sources(paths: ArtifactPaths) -> None:

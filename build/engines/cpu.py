@@ -18,8 +18,7 @@ from t2vtrt.runtime.files import atomic_dir, sha256_file
 TARGET = {"name": "cpu", "backend": "onnxruntime", "gpu": None, "tensorrt_version": None}
 
 
-def cpu_sources(paths: ArtifactPaths, provenance: dict[str, Any] | None = None,
-                notes: list[str] | None = None) -> dict[str, dict[str, Path]]:
+def cpu_sources(paths: ArtifactPaths, provenance: dict[str, Any] | None = None, notes: list[str] | None = None) -> dict[str, dict[str, Path]]:
     """Per component and precision, the graph the cpu target ships (patched graphs; INT8 when calibrated from them)."""
     sources: dict[str, dict[str, Path]] = {}
     for component in COMPONENTS:
@@ -67,8 +66,7 @@ def build_cpu_target(paths: ArtifactPaths, notes: list[str] | None = None) -> Pa
                 entry = variant_entry(tmp, file, precision, "onnxruntime", made_from=made_from, **extras)
                 variants[component][precision] = {**entry, "external_data": extra} if extra else entry
         _link_or_copy(paths.onnx_dir / info["tokenizer"]["file"], tmp / "tokenizer.json")
-        manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"),
-                                  provenance=provenance)
+        manifest = build_manifest(info, TARGET, variants, "tokenizer.json", sha256_file(tmp / "tokenizer.json"), provenance=provenance)
         write_manifest(tmp, manifest)
     return final / "manifest.json"
 

@@ -18,8 +18,28 @@ from typing import Any
 from t2vtrt.runtime.errors import T2VError
 
 # ONNX TensorProto data type -> bytes per element (4-bit types count half a byte).
-DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2,
-               17: 1, 18: 1, 19: 1, 20: 1, 21: 0.5, 22: 0.5, 23: 0.5}
+DTYPE_BYTES = {
+    1: 4,
+    2: 1,
+    3: 1,
+    4: 2,
+    5: 2,
+    6: 4,
+    7: 8,
+    9: 1,
+    10: 2,
+    11: 8,
+    12: 4,
+    13: 8,
+    16: 2,
+    17: 1,
+    18: 1,
+    19: 1,
+    20: 1,
+    21: 0.5,
+    22: 0.5,
+    23: 0.5,
+}
 FLOAT_TYPES = {1: "fp32", 10: "fp16", 11: "fp64", 16: "bf16"}
 WEIGHT_OPS = {"Conv": (1,), "ConvTranspose": (1,), "MatMul": (0, 1), "Gemm": (0, 1)}
 ALIAS_OPS = {"Identity", "Transpose", "Cast"}  # a weight passed through these is still that weight
@@ -156,8 +176,11 @@ def _flat_gathers(model: Any) -> Any:
     import onnx
     from onnx import helper, numpy_helper
 
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in onnx.shape_inference.infer_shapes(model).graph.value_info
-             if v.type.tensor_type.HasField("shape")}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in onnx.shape_inference.infer_shapes(model).graph.value_info
+        if v.type.tensor_type.HasField("shape")
+    }
     inits = {t.name: t for t in model.graph.initializer}
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -169,10 +192,13 @@ def _flat_gathers(model: Any) -> Any:
             continue
         values = numpy_helper.to_array(index)
         flat, shape = f"{node.output[0]}__flat_index", f"{node.output[0]}__index_shape"
-        out.graph.initializer.extend([numpy_helper.from_array(values.reshape(-1), flat),
-                                      numpy_helper.from_array(np.array(values.shape, np.int64), shape)])
-        nodes += [helper.make_node("Gather", [node.input[0], flat], [f"{node.output[0]}__flat"], axis=0),
-                  helper.make_node("Reshape", [f"{node.output[0]}__flat", shape], [node.output[0]])]
+        out.graph.initializer.extend(
+            [numpy_helper.from_array(values.reshape(-1), flat), numpy_helper.from_array(np.array(values.shape, np.int64), shape)]
+        )
+        nodes += [
+            helper.make_node("Gather", [node.input[0], flat], [f"{node.output[0]}__flat"], axis=0),
+            helper.make_node("Reshape", [f"{node.output[0]}__flat", shape], [node.output[0]]),
+        ]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out

@@ -12,8 +12,22 @@ from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file, write_json
 from t2vtrt.runtime.manifest import validate_manifest
 
-TOOLS = ("t2v-trt", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "polygraphy",
-         "diffusers", "transformers", "nvidia-modelopt", "tensorrt", "tensorrt-lean", "numpy", "tokenizers")
+TOOLS = (
+    "t2v-trt",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx-graphsurgeon",
+    "polygraphy",
+    "diffusers",
+    "transformers",
+    "nvidia-modelopt",
+    "tensorrt",
+    "tensorrt-lean",
+    "numpy",
+    "tokenizers",
+)
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -35,9 +49,15 @@ def variant_entry(target_dir: Path, file: str, precision: str, backend: str, **e
     return {"file": file, "sha256": sha256_file(path), "bytes": path.stat().st_size, "precision": precision, "backend": backend, **extra}
 
 
-def build_manifest(export_info: dict[str, Any], target: dict[str, Any], variants: dict[str, dict[str, dict[str, Any]]],
-                   tokenizer_file: str, tokenizer_sha256: str, default_precision: str = "fp32",
-                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    export_info: dict[str, Any],
+    target: dict[str, Any],
+    variants: dict[str, dict[str, dict[str, Any]]],
+    tokenizer_file: str,
+    tokenizer_sha256: str,
+    default_precision: str = "fp32",
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Assemble the manifest from the export record, the target and each component's variants (+ what they were made from)."""
     components = {}
     for name, spec in export_info["components"].items():

@@ -49,33 +49,19 @@ def component_specs_for(info: dict[str, Any], ranges: ShapeRanges) -> dict[str, 
     """The manifest's component entries for other ranges than the export's; None when export.json cannot say."""
     if ShapeRanges.from_json(info["ranges"]) == ranges:
         return info["components"]
-    if "config" not in info:
-        return None  # an export.json without the family config: keep the exported ranges
     from t2vtrt.build.families import get_family
-    from t2vtrt.build.families.spec import LatentLayout, LoadedModel, SchedulerInfo
 
-    sched, latent, tok = info["scheduler"], info["latent"], info["tokenizer"]
-    stub = LoadedModel(
-        family=info["model"]["family"],
-        modules={},
-        tokenizer_file=tok["file"],
-        tokenizer_max_length=tok["max_length"],
-        tokenizer_pad_id=tok["pad_id"],
-        scheduler=SchedulerInfo(sched["prediction_type"], sched["config"], tuple(sched["samplers"]), sched["default_sampler"]),
-        latent=LatentLayout(latent["channels"], latent["spatial_factor"], latent["temporal_factor"], latent["vae_decode"]),
-        config=info["config"],
-    )
-    specs = get_family(stub.family).component_specs(stub, ranges)
+    try:
+        specs = get_family(info["model"]["family"]).component_specs(info.get("config", {}), ranges)
+    except KeyError:
+        return None  # an export.json older than its family's config keys: keep the exported ranges
     return {name: spec.to_json() for name, spec in specs.items()}
 
 
 def input_profiles(spec: dict[str, Any]) -> dict[str, list[list[int]]]:
     """Per input: its [min, opt, max] shapes (the TensorRT optimization profile)."""
     axes = spec["axes"]
-    return {
-        t["name"]: [list(resolve_shape(tuple(t["shape"]), {a: r[i] for a, r in axes.items()})) for i in range(3)]
-        for t in spec["inputs"]
-    }
+    return {t["name"]: [list(resolve_shape(tuple(t["shape"]), {a: r[i] for a, r in axes.items()})) for i in range(3)] for t in spec["inputs"]}
 
 
 # --------------------------------------------------------------------------- the plan
@@ -92,8 +78,12 @@ class VariantPlan:
 
     def to_json(self, root: Path) -> dict[str, Any]:
         """The plan's record (paths relative to artifacts/<model>)."""
-        return {"precision": self.precision, "source": _relative(self.source, root), "engine": self.engine,
-                "weights_bytes": self.stats.weights["engine"]}
+        return {
+            "precision": self.precision,
+            "source": _relative(self.source, root),
+            "engine": self.engine,
+            "weights_bytes": self.stats.weights["engine"],
+        }
 
 
 @dataclass
@@ -159,9 +149,20 @@ class VramPlan:
     def to_json(self) -> dict[str, Any]:
         """The plan's record, in bytes and GiB."""
         data = dict(self.__dict__)
-        data.update(required=self.required, fits=self.fits, gib={k: round(v / GIB, 3) for k, v in
-                    (("total", self.total), ("required", self.required), ("resident", self.resident),
-                     ("low_vram", self.low_vram), ("build", self.build))})
+        data.update(
+            required=self.required,
+            fits=self.fits,
+            gib={
+                k: round(v / GIB, 3)
+                for k, v in (
+                    ("total", self.total),
+                    ("required", self.required),
+                    ("resident", self.resident),
+                    ("low_vram", self.low_vram),
+                    ("build", self.build),
+                )
+            },
+        )
         return data
 
 
@@ -205,19 +206,26 @@ class BuildPlan:
     def summary(self) -> list[str]:
         """Human-readable lines for --dry-run."""
         v = self.vram
-        lines = [f"plan for {self.target} ({self.profile.description or self.profile.sm}, {self.profile.sm}, "
-                 f"{self.profile.vram_gb:g} GiB), model {self.info['model']['name']}, TensorRT {self.tensorrt_version or 'not installed'}",
-                 "  ranges: " + ", ".join(f"{k} {v}" for k, v in self.ranges.to_json().items())]
+        lines = [
+            f"plan for {self.target} ({self.profile.description or self.profile.sm}, {self.profile.sm}, "
+            f"{self.profile.vram_gb:g} GiB), model {self.info['model']['name']}, TensorRT {self.tensorrt_version or 'not installed'}",
+            "  ranges: " + ", ".join(f"{k} {v}" for k, v in self.ranges.to_json().items()),
+        ]
         for name, comp in self.components.items():
             s = comp.stats
             built = ", ".join(f"{p} <- {_relative(vp.source, self.root)}" for p, vp in comp.variants.items())
-            lines.append(f"  {name}: {built}; runs {comp.runtime_precision}: weights {_gib(s.weights['engine'])}, "
-                         f"activations {_gib(s.activation_bytes)}, io {_gib(s.io_bytes)} at max shape")
-        lines.append(f"  builder: opt level {self.builder['builder_optimization_level']}, workspace {self.builder['workspace_mib']} MiB, "
-                     f"hardware compat {self.builder['hardware_compatibility']}, version compatible {self.builder['version_compatible']}")
-        lines.append(f"  VRAM: resident {_gib(v.resident)}, --low-vram {_gib(v.low_vram)}, build {_gib(v.build)}, "
-                     f"reserve {_gib(v.reserve)}; {v.mode} needs {_gib(v.required)} of {_gib(v.total)}: "
-                     + ("fits" if v.fits else "DOES NOT FIT"))
+            lines.append(
+                f"  {name}: {built}; runs {comp.runtime_precision}: weights {_gib(s.weights['engine'])}, "
+                f"activations {_gib(s.activation_bytes)}, io {_gib(s.io_bytes)} at max shape"
+            )
+        lines.append(
+            f"  builder: opt level {self.builder['builder_optimization_level']}, workspace {self.builder['workspace_mib']} MiB, "
+            f"hardware compat {self.builder['hardware_compatibility']}, version compatible {self.builder['version_compatible']}"
+        )
+        lines.append(
+            f"  VRAM: resident {_gib(v.resident)}, --low-vram {_gib(v.low_vram)}, build {_gib(v.build)}, "
+            f"reserve {_gib(v.reserve)}; {v.mode} needs {_gib(v.required)} of {_gib(v.total)}: " + ("fits" if v.fits else "DOES NOT FIT")
+        )
         lines += [f"  would fit: {a}" for a in v.alternatives] if not v.fits else []
         lines += [f"  note: {n}" for n in self.notes]
         return lines
@@ -286,8 +294,14 @@ def runtime_precision(default: str, built: dict[str, Any]) -> str:
     return next(iter(built))
 
 
-def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False, version_compatible: bool = False,
-              hardware_compat: str | None = None, tensorrt_version: str | None = None) -> BuildPlan:
+def make_plan(
+    paths: ArtifactPaths,
+    profile: GpuProfile,
+    low_vram: bool = False,
+    version_compatible: bool = False,
+    hardware_compat: str | None = None,
+    tensorrt_version: str | None = None,
+) -> BuildPlan:
     """The build plan for `profile`: sources, optimization profiles, builder settings, VRAM estimate."""
     info = read_export_info(paths)
     notes: list[str] = []
@@ -298,8 +312,7 @@ def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False,
     sources = trt_sources(paths, profile.precisions, notes)
     built = {p for by_precision in sources.values() for p in by_precision}
     default = next(p for p in PREFERENCE if p in built)
-    components = {name: component_plan(name, specs[name], sources[name], default, tensorrt_version, profile.sm)
-                  for name in COMPONENTS}
+    components = {name: component_plan(name, specs[name], sources[name], default, tensorrt_version, profile.sm) for name in COMPONENTS}
     vram = estimate_vram(profile, components, ranges, low_vram, default)
     if not vram.fits:
         chunked = chunk_vae(profile, components, ranges, low_vram, default, tensorrt_version, notes)
@@ -307,8 +320,10 @@ def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False,
             vram = chunked
     for name, comp in components.items():
         if comp.stats.unknown_shapes:
-            notes.append(f"{name}: {comp.stats.unknown_shapes} intermediate shapes unknown after shape inference, each guessed "
-                         f"as its node's largest input (e.g. {', '.join(comp.stats.guessed)})")
+            notes.append(
+                f"{name}: {comp.stats.unknown_shapes} intermediate shapes unknown after shape inference, each guessed "
+                f"as its node's largest input (e.g. {', '.join(comp.stats.guessed)})"
+            )
     level = hardware_compat or profile.hardware_compatibility
     builder = {
         "builder_optimization_level": profile.builder_optimization_level,
@@ -326,18 +341,23 @@ def make_plan(paths: ArtifactPaths, profile: GpuProfile, low_vram: bool = False,
     return BuildPlan(profile.name, profile, paths.root, info, ranges, components, builder, vram, default, tensorrt_version, notes)
 
 
-def component_plan(name: str, spec: dict[str, Any], sources: dict[str, Path], default: str,
-                   tensorrt_version: str | None, sm: str) -> ComponentPlan:
+def component_plan(name: str, spec: dict[str, Any], sources: dict[str, Path], default: str, tensorrt_version: str | None, sm: str) -> ComponentPlan:
     """One component's variants, analysed at the max shape of its optimization profile."""
     shapes = input_profiles(spec)
     max_shapes = {k: tuple(v[2]) for k, v in shapes.items()}
-    variants = {p: VariantPlan(p, src, engine_name(name, p, tensorrt_version, sm), analyze_graph(src, max_shapes))
-                for p, src in sources.items()}
+    variants = {p: VariantPlan(p, src, engine_name(name, p, tensorrt_version, sm), analyze_graph(src, max_shapes)) for p, src in sources.items()}
     return ComponentPlan(name, spec, shapes, variants, runtime_precision(default, variants))
 
 
-def chunk_vae(profile: GpuProfile, components: dict[str, ComponentPlan], ranges: ShapeRanges, low_vram: bool,
-              default: str, tensorrt_version: str | None, notes: list[str]) -> VramPlan | None:
+def chunk_vae(
+    profile: GpuProfile,
+    components: dict[str, ComponentPlan],
+    ranges: ShapeRanges,
+    low_vram: bool,
+    default: str,
+    tensorrt_version: str | None,
+    notes: list[str],
+) -> VramPlan | None:
     """Decode the video in chunks of fewer frames (the vae_decoder's batch axis) when that makes the plan fit.
 
     The runtime decodes frames in chunks of at most the axis maximum, so the largest chunk that fits is
@@ -354,8 +374,10 @@ def chunk_vae(profile: GpuProfile, components: dict[str, ComponentPlan], ranges:
         vram = estimate_vram(profile, trial, ranges, low_vram, default)
         if vram.fits:
             components.update(trial)
-            notes.append(f"vae_decoder: decodes {chunk} frames at a time (not {hi}) so the plan fits: "
-                         f"activations {_gib(vae.stats.activation_bytes)} -> {_gib(trial['vae_decoder'].stats.activation_bytes)}")
+            notes.append(
+                f"vae_decoder: decodes {chunk} frames at a time (not {hi}) so the plan fits: "
+                f"activations {_gib(vae.stats.activation_bytes)} -> {_gib(trial['vae_decoder'].stats.activation_bytes)}"
+            )
             return vram
     return None
 
@@ -366,8 +388,7 @@ def _ranges_and_specs(info: dict[str, Any], profile: GpuProfile, notes: list[str
     ranges = effective_ranges(model_ranges, profile.ranges_for(info["model"]["family"]))
     specs = component_specs_for(info, ranges)
     if specs is None:
-        notes.append("export.json has no family config, so the GPU profile's shapes were not applied: "
-                     "the engines use the exported ranges")
+        notes.append("export.json has no family config, so the GPU profile's shapes were not applied: the engines use the exported ranges")
         return model_ranges, info["components"]
     return ranges, specs
 
@@ -380,8 +401,7 @@ def timing_cache_path(paths: ArtifactPaths, target: str, tensorrt_version: str |
 # --------------------------------------------------------------------------- VRAM
 
 
-def estimate_vram(profile: GpuProfile, components: dict[str, ComponentPlan], ranges: ShapeRanges,
-                  low_vram: bool, default: str) -> VramPlan:
+def estimate_vram(profile: GpuProfile, components: dict[str, ComponentPlan], ranges: ShapeRanges, low_vram: bool, default: str) -> VramPlan:
     """Resident / low-VRAM / build needs against the profile, with what would fit otherwise."""
     total = int(profile.vram_gb * GIB)
     reserve = int(profile.reserve_gb * GIB)
@@ -390,8 +410,16 @@ def estimate_vram(profile: GpuProfile, components: dict[str, ComponentPlan], ran
     # The builder never needs more scratch than is left beside the largest engine; cap it there.
     workspace = max(MIN_WORKSPACE, min(wanted, total - reserve - per_stage))
     build = max(c.stats.weights["engine"] + c.stats.activation_bytes for c in components.values()) + workspace
-    vram = VramPlan(total, reserve, resident, per_stage, build, workspace,
-                    max(c.stats.activation_bytes for c in components.values()), "low_vram" if low_vram else "resident")
+    vram = VramPlan(
+        total,
+        reserve,
+        resident,
+        per_stage,
+        build,
+        workspace,
+        max(c.stats.activation_bytes for c in components.values()),
+        "low_vram" if low_vram else "resident",
+    )
     if not vram.fits:
         vram.alternatives = alternatives(vram, components, ranges, default)
     return vram

@@ -42,13 +42,26 @@ HW_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_compute_capabil
 POOLS = {"workspace_mib": "WORKSPACE", "tactic_shared_memory_mib": "TACTIC_SHARED_MEMORY"}
 
 
-def build_gpu_target(paths: ArtifactPaths, target: str, quiet: bool = False, dry_run: bool = False, low_vram: bool = False,
-                     version_compatible: bool = False, hardware_compat: str | None = None) -> Path:
+def build_gpu_target(
+    paths: ArtifactPaths,
+    target: str,
+    quiet: bool = False,
+    dry_run: bool = False,
+    low_vram: bool = False,
+    version_compatible: bool = False,
+    hardware_compat: str | None = None,
+) -> Path:
     """Plan, check and build engines/<target>/; returns the manifest (plan.json with dry_run)."""
     profile = load_profile(target)
     write_low_precision_graphs(paths, profile, quiet)
-    plan = make_plan(paths, profile, low_vram=low_vram, version_compatible=version_compatible,
-                     hardware_compat=hardware_compat, tensorrt_version=installed_tensorrt_version())
+    plan = make_plan(
+        paths,
+        profile,
+        low_vram=low_vram,
+        version_compatible=version_compatible,
+        hardware_compat=hardware_compat,
+        tensorrt_version=installed_tensorrt_version(),
+    )
     plan_path = write_plan(paths, plan)
     if dry_run or not quiet:
         for line in plan.summary():
@@ -65,8 +78,14 @@ def build_gpu_target(paths: ArtifactPaths, target: str, quiet: bool = False, dry
     check_device(gpu, profile, plan.builder["hardware_compatibility"])
     trt = import_tensorrt()
     if installed_tensorrt_version() != trt.__version__:  # metadata and module disagree: trust the module
-        plan = make_plan(paths, profile, low_vram=low_vram, version_compatible=version_compatible,
-                         hardware_compat=hardware_compat, tensorrt_version=trt.__version__)
+        plan = make_plan(
+            paths,
+            profile,
+            low_vram=low_vram,
+            version_compatible=version_compatible,
+            hardware_compat=hardware_compat,
+            tensorrt_version=trt.__version__,
+        )
     return build_target(paths, plan, gpu, trt, quiet)
 
 
@@ -78,8 +97,10 @@ def write_low_precision_graphs(paths: ArtifactPaths, profile: GpuProfile, quiet:
     step = (lambda what: None) if quiet else (lambda what: click.echo(f"writing and gating {what} graph ...", err=True))
     for component, record in write_low_precision(paths, allowed, on_step=step).items():
         if not record["gate"]["passed"]:
-            click.echo(f"note: {component} {record['precision']} failed its gate ({'; '.join(record['gate']['failures'])}); "
-                       "this target builds it in fp32", err=True)
+            click.echo(
+                f"note: {component} {record['precision']} failed its gate ({'; '.join(record['gate']['failures'])}); this target builds it in fp32",
+                err=True,
+            )
 
 
 def write_plan(paths: ArtifactPaths, plan: BuildPlan) -> Path:
@@ -93,8 +114,10 @@ def refusal(plan: BuildPlan, plan_path: Path) -> str:
     """One line: what does not fit, and what would."""
     v = plan.vram
     mode = "with --low-vram" if v.mode == "low_vram" else "with every engine resident"
-    return (f"the engines for {plan.target} need about {v.required / 2**30:.1f} GiB {mode} but the profile has "
-            f"{plan.profile.vram_gb:g} GiB (plan: {plan_path}); would fit: " + "; ".join(v.alternatives))
+    return (
+        f"the engines for {plan.target} need about {v.required / 2**30:.1f} GiB {mode} but the profile has "
+        f"{plan.profile.vram_gb:g} GiB (plan: {plan_path}); would fit: " + "; ".join(v.alternatives)
+    )
 
 
 def rebuild_command(paths: ArtifactPaths, target: str, low_vram: bool, version_compatible: bool, hardware_compat: str | None) -> str:
@@ -109,9 +132,11 @@ def rebuild_command(paths: ArtifactPaths, target: str, low_vram: bool, version_c
 def no_gpu_message(plan: BuildPlan, plan_path: Path, onnx_dir: Path, command: str) -> str:
     """The one line printed when the engines cannot be built on this machine."""
     sm = plan.profile.sm
-    return (f"TensorRT engines for {plan.target} must be built on an {sm} GPU and this machine has none; "
-            f"wrote the plan {plan_path} and the TensorRT-ready ONNX in {onnx_dir}; on an {sm} GPU machine "
-            f"(copy {plan.root} there) run: {INSTALL_HINT.split(' (')[0]} && {command}")
+    return (
+        f"TensorRT engines for {plan.target} must be built on an {sm} GPU and this machine has none; "
+        f"wrote the plan {plan_path} and the TensorRT-ready ONNX in {onnx_dir}; on an {sm} GPU machine "
+        f"(copy {plan.root} there) run: {INSTALL_HINT.split(' (')[0]} && {command}"
+    )
 
 
 def write_portable_onnx(paths: ArtifactPaths, plan: BuildPlan) -> Path:
@@ -164,8 +189,10 @@ def _cc(text: str) -> tuple[int, int]:
 def import_tensorrt() -> Any:
     """The full tensorrt module and polygraphy's TensorRT loaders; a one-line error with the install command."""
     if sys.modules.get("tensorrt_lean") is not None:  # two libnvinfer in one process: never load the second
-        raise T2VError("this process already runs engines with tensorrt_lean, which cannot build: build the engines "
-                       "in a separate process (`t2vtrt engines --gpu <profile>`)")
+        raise T2VError(
+            "this process already runs engines with tensorrt_lean, which cannot build: build the engines "
+            "in a separate process (`t2vtrt engines --gpu <profile>`)"
+        )
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -259,17 +286,28 @@ def hardware_level(trt: Any, level: str) -> Any:
     return value
 
 
-def write_gpu_manifest(paths: ArtifactPaths, plan: BuildPlan, target_dir: Path, built: dict[str, dict[str, str]],
-                       gpu: dict[str, Any], tensorrt_version: str) -> Path:
+def write_gpu_manifest(
+    paths: ArtifactPaths, plan: BuildPlan, target_dir: Path, built: dict[str, dict[str, str]], gpu: dict[str, Any], tensorrt_version: str
+) -> Path:
     """manifest.json for the engines in target_dir: backend tensorrt, validated by the shared schema."""
-    note = (f"version-compatible, lean runtime embedded: runs on tensorrt {tensorrt_version} or later, "
-            f"or tensorrt_lean {tensorrt_version} exactly") if plan.builder["version_compatible"] else None
+    note = (
+        (f"version-compatible, lean runtime embedded: runs on tensorrt {tensorrt_version} or later, or tensorrt_lean {tensorrt_version} exactly")
+        if plan.builder["version_compatible"]
+        else None
+    )
     variants: dict[str, dict[str, dict[str, Any]]] = {}
     for component, by_precision in built.items():
         variants[component] = {
-            precision: variant_entry(target_dir, file, precision, "tensorrt", tensorrt_version=tensorrt_version,
-                                     compute_capability=gpu["compute_capability"], **({"note": note} if note else {}),
-                                     **_step_schedule(paths, component, precision, by_precision))
+            precision: variant_entry(
+                target_dir,
+                file,
+                precision,
+                "tensorrt",
+                tensorrt_version=tensorrt_version,
+                compute_capability=gpu["compute_capability"],
+                **({"note": note} if note else {}),
+                **_step_schedule(paths, component, precision, by_precision),
+            )
             for precision, file in by_precision.items()
         }
     info = plan.info
@@ -282,10 +320,15 @@ def write_gpu_manifest(paths: ArtifactPaths, plan: BuildPlan, target_dir: Path, 
         "hardware_compatibility": plan.builder["hardware_compatibility"],
         "version_compatible": bool(plan.builder["version_compatible"]),
     }
-    export = {**info, "components": {n: c.spec for n, c in plan.components.items()}, "ranges": plan.ranges.to_json(),
-              "defaults": clamp_defaults(info["defaults"], plan.ranges.to_json())}
-    manifest = build_manifest(export, target, variants, "tokenizer.json", sha256_file(target_dir / "tokenizer.json"),
-                              default_precision=plan.default_precision)
+    export = {
+        **info,
+        "components": {n: c.spec for n, c in plan.components.items()},
+        "ranges": plan.ranges.to_json(),
+        "defaults": clamp_defaults(info["defaults"], plan.ranges.to_json()),
+    }
+    manifest = build_manifest(
+        export, target, variants, "tokenizer.json", sha256_file(target_dir / "tokenizer.json"), default_precision=plan.default_precision
+    )
     return write_manifest(target_dir, manifest)
 
 
@@ -299,8 +342,10 @@ def _step_schedule(paths: ArtifactPaths, component: str, precision: str, built: 
     graph = paths.onnx("denoiser", "int8")
     schedule = gated_schedule(paths.calib_dir / "gate.json", graph, fallback or "fp16")
     if schedule and fallback is None:
-        raise T2VError(f"{graph.name}'s step schedule runs its first steps in a float denoiser, but none was built for "
-                       "this target: let the engines stage write denoiser.fp16.onnx (or build with INT8=0)")
+        raise T2VError(
+            f"{graph.name}'s step schedule runs its first steps in a float denoiser, but none was built for "
+            "this target: let the engines stage write denoiser.fp16.onnx (or build with INT8=0)"
+        )
     return {"schedule": schedule} if schedule else {}
 
 

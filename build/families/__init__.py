@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from t2vtrt.runtime.errors import T2VError
+
+if TYPE_CHECKING:
+    from t2vtrt.build.families.contract import Family
 
 # name -> module. Modules import torch/diffusers only inside functions, so listing is cheap.
 FAMILIES: dict[str, str] = {
@@ -14,14 +17,18 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def get_family(name: str) -> ModuleType:
-    """The family module registered under `name`."""
+def get_family(name: str) -> "Family":
+    """The family module registered under `name`, checked against the contract (build/families/contract.py)."""
+    from t2vtrt.build.families.contract import check_family
+
     if name not in FAMILIES:
         raise T2VError(f"unknown model family {name!r}: known families are {', '.join(sorted(FAMILIES))}")
-    return importlib.import_module(FAMILIES[name])
+    module = importlib.import_module(FAMILIES[name])
+    check_family(module, name)
+    return cast("Family", module)
 
 
-def detect_family(model_dir: Path) -> ModuleType:
+def detect_family(model_dir: Path) -> "Family":
     """The family whose layout `model_dir` has; a one-line error when none matches."""
     if not model_dir.is_dir():  # models.check_model_arg names the embedded models too, before this is reached
         raise T2VError(f"model directory {model_dir} does not exist or is a file: pass a diffusers model folder")

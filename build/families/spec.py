@@ -42,10 +42,7 @@ class ComponentSpec:
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """torch.onnx.export's dynamic_axes: every named axis whose range is not a single value."""
         dynamic = {a for a, (lo, _, hi) in self.axes.items() if lo != hi}
-        return {
-            t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str) and d in dynamic}
-            for t in (*self.inputs, *self.outputs)
-        }
+        return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str) and d in dynamic} for t in (*self.inputs, *self.outputs)}
 
     def to_json(self) -> dict[str, Any]:
         """The manifest form (variants are added by the engines stage)."""

@@ -134,14 +134,21 @@ def load(model_dir: Path, work_dir: Path) -> LoadedModel:
             default_sampler="ddim",
         ),
         # Each down block but the last halves the latent: height and width must divide by all of it.
-        latent=LatentLayout(channels=unet.config.in_channels, spatial_factor=spatial, vae_decode="per_frame",
-                            size_multiple=spatial * 2 ** (len(unet.config.down_block_types) - 1)),
+        latent=LatentLayout(
+            channels=unet.config.in_channels,
+            spatial_factor=spatial,
+            vae_decode="per_frame",
+            size_multiple=spatial * 2 ** (len(unet.config.down_block_types) - 1),
+        ),
         config={
             "hidden_size": text_encoder.config.hidden_size,
             "vocab_size": text_encoder.config.vocab_size,
             "latent_channels": unet.config.in_channels,
             "out_channels": unet.config.out_channels,
             "vae_out_channels": vae.config.out_channels,
+            "spatial_factor": spatial,
+            "seq_len": max_length,
+            "num_train_timesteps": int(scheduler_config.get("num_train_timesteps", 1000)),
         },
     )
 
@@ -172,12 +179,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def component_specs(loaded: LoadedModel, ranges: ShapeRanges) -> dict[str, ComponentSpec]:
-    """Per component: I/O names, dtypes, named axes and their [min, opt, max]."""
-    cfg = loaded.config
-    factor = loaded.latent.spatial_factor
+def component_specs(cfg: dict[str, Any], ranges: ShapeRanges) -> dict[str, ComponentSpec]:
+    """Per component: I/O names, dtypes, named axes and their [min, opt, max], from export.json's config alone."""
+    factor = cfg["spatial_factor"]
     b_lo, b_opt, b_hi = ranges.batch
-    seq = loaded.tokenizer_max_length
+    seq = cfg["seq_len"]
     latent_h = tuple(v // factor for v in ranges.height)
     latent_w = tuple(v // factor for v in ranges.width)
     # Classifier-free guidance doubles the batch of the text encoder and the denoiser.
@@ -193,12 +199,10 @@ def component_specs(loaded: LoadedModel, ranges: ShapeRanges) -> dict[str, Compo
             name="denoiser",
             inputs=(
                 TensorSpec("sample", "float32", ("batch", cfg["latent_channels"], "frames", "latent_height", "latent_width")),
-                TensorSpec("timestep", "float32", ("batch",), (0, loaded.scheduler.config.get("num_train_timesteps", 1000) - 1)),
+                TensorSpec("timestep", "float32", ("batch",), (0, cfg["num_train_timesteps"] - 1)),
                 TensorSpec("encoder_hidden_states", "float32", ("batch", "seq", cfg["hidden_size"])),
             ),
-            outputs=(
-                TensorSpec("noise_pred", "float32", ("batch", cfg["out_channels"], "frames", "latent_height", "latent_width")),
-            ),
+            outputs=(TensorSpec("noise_pred", "float32", ("batch", cfg["out_channels"], "frames", "latent_height", "latent_width")),),
             axes={"batch": cfg_batch, "frames": ranges.frames, "latent_height": latent_h, "latent_width": latent_w, "seq": (seq, seq, seq)},
         ),
         "vae_decoder": ComponentSpec(

@@ -52,8 +52,11 @@ def compare_metrics(actual: np.ndarray, reference: np.ndarray) -> dict[str, floa
     a, r = actual.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
     norm = np.linalg.norm(r)
     cosine = float(a @ r / (np.linalg.norm(a) * norm)) if norm and np.linalg.norm(a) else float(np.array_equal(a, r))
-    return {"rel_l2": float(np.linalg.norm(a - r) / norm) if norm else float(np.linalg.norm(a)),
-            "max_abs": float(np.abs(a - r).max()) if a.size else 0.0, "cosine": cosine}
+    return {
+        "rel_l2": float(np.linalg.norm(a - r) / norm) if norm else float(np.linalg.norm(a)),
+        "max_abs": float(np.abs(a - r).max()) if a.size else 0.0,
+        "cosine": cosine,
+    }
 
 
 def within(metrics: dict[str, float], tolerance: dict[str, float]) -> bool:
@@ -102,8 +105,10 @@ def check_cuda_pairing(trt_cuda: int | None, cuda_python: int | None) -> None:
     """TensorRT and cuda-python must target one CUDA major (13 needs driver r580+, 12 runs on r535+)."""
     if trt_cuda is None or cuda_python is None or trt_cuda == cuda_python:
         return
-    raise T2VError(f"TensorRT is built for CUDA {trt_cuda} but cuda-python {cuda_python}.x for CUDA {cuda_python}: reinstall one "
-                   "extra, pip install -e '.[build,gpu]' (CUDA 12, driver r535+) or '.[build,gpu-cu13]' (CUDA 13, driver r580+)")
+    raise T2VError(
+        f"TensorRT is built for CUDA {trt_cuda} but cuda-python {cuda_python}.x for CUDA {cuda_python}: reinstall one "
+        "extra, pip install -e '.[build,gpu]' (CUDA 12, driver r535+) or '.[build,gpu-cu13]' (CUDA 13, driver r580+)"
+    )
 
 
 def missing_gpu_extra() -> list[str]:
@@ -125,8 +130,10 @@ def gpu_test_gate(has_gpu: bool, missing: list[str]) -> tuple[str, str] | None:
     if not has_gpu:
         return "skip", "needs an NVIDIA GPU (no CUDA device / nvidia-smi on this machine)"
     if missing:
-        return "fail", (f"this machine has an NVIDIA GPU but not the gpu extra ({', '.join(missing)} missing): "
-                        "pip install -e '.[build,dev,gpu]' (or '.[build,dev,gpu-cu13]' on driver r580+)")
+        return "fail", (
+            f"this machine has an NVIDIA GPU but not the gpu extra ({', '.join(missing)} missing): "
+            "pip install -e '.[build,dev,gpu]' (or '.[build,dev,gpu-cu13]' on driver r580+)"
+        )
     return None
 
 
@@ -170,8 +177,6 @@ def step_export(state: CheckState) -> str:
     return f"{state.artifacts / state.model / 'onnx'}"
 
 
-
-
 def step_int8(state: CheckState) -> str:
     """Calibrate and quantize the denoiser: denoiser.int8.onnx (Q/DQ + FP16), the graph TensorRT builds INT8 from."""
     from t2vtrt.build.artifacts import ArtifactPaths
@@ -210,8 +215,14 @@ def engine_rows(state: CheckState) -> list[Row]:
             rows.append((f"build {name} {precision}", True, f"{variant['file']} {size / 2**20:.1f} MiB", None))
     component, precision = INT8_DENOISER
     if "int8" in load_profile(state.profile).precisions and precision not in components[component]["variants"]:
-        rows.append((f"build {component} {precision}", False, "no INT8 Q/DQ+FP16 denoiser engine was built: "
-                     "check the calibrate + quantize row and onnx/denoiser.int8.onnx", None))
+        rows.append(
+            (
+                f"build {component} {precision}",
+                False,
+                "no INT8 Q/DQ+FP16 denoiser engine was built: check the calibrate + quantize row and onnx/denoiser.int8.onnx",
+                None,
+            )
+        )
     return rows
 
 
@@ -221,8 +232,11 @@ def compare_steps(state: CheckState) -> list[Step]:
 
     assert state.engines is not None
     components = load_manifest(state.engines).data["components"]
-    return [(f"compare {name} {precision}", _comparer(name, precision, component))
-            for name, component in components.items() for precision in component["variants"]]
+    return [
+        (f"compare {name} {precision}", _comparer(name, precision, component))
+        for name, component in components.items()
+        for precision in component["variants"]
+    ]
 
 
 def _comparer(name: str, precision: str, component: dict[str, Any]) -> Callable[[CheckState], str]:
@@ -281,10 +295,13 @@ def step_generate(state: CheckState) -> str:
     return f"{path} {videos[0].shape}"
 
 
-
-
-STEPS: list[Step] = [("install", step_install), ("detect", step_detect), ("export + surgery", step_export),
-                     ("calibrate + quantize (INT8 Q/DQ)", step_int8), ("build engines", step_build)]
+STEPS: list[Step] = [
+    ("install", step_install),
+    ("detect", step_detect),
+    ("export + surgery", step_export),
+    ("calibrate + quantize (INT8 Q/DQ)", step_int8),
+    ("build engines", step_build),
+]
 
 
 def run_steps(state: CheckState, echo: Echo, steps: list[Step]) -> bool:
@@ -312,10 +329,12 @@ def run_gpu_check(artifacts: Path, model: str = "tiny", echo: Echo = print) -> b
     """Every step as one table, stopping at the first failure; True when all passed."""
     state = CheckState(artifacts, model)
     echo(HEADER)
-    passed = (run_steps(state, echo, STEPS)
-              and all(add_row(state, echo, row) for row in engine_rows(state))
-              and run_steps(state, echo, compare_steps(state))
-              and run_steps(state, echo, [("generate", step_generate)]))
+    passed = (
+        run_steps(state, echo, STEPS)
+        and all(add_row(state, echo, row) for row in engine_rows(state))
+        and run_steps(state, echo, compare_steps(state))
+        and run_steps(state, echo, [("generate", step_generate)])
+    )
     failed = next((name for name, ok, _, _ in state.rows if not ok), None)
     total = sum(seconds or 0.0 for *_, seconds in state.rows)
     echo(f"gpu-check: PASS ({len(state.rows)} steps, {total:.0f} s)" if passed else f"gpu-check: FAIL at step '{failed}' ({total:.0f} s)")

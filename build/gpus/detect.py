@@ -137,7 +137,7 @@ def match_profile(gpu: GpuInfo, profiles: list[GpuProfile] | None = None) -> Gpu
     if not candidates:
         raise T2VError(
             f"detected {gpu.name} ({gpu.sm}, {gpu.vram_gb:.0f} GiB) matches no GPU profile: pass --gpu <name> "
-            f"(see `t2vtrt gpus`) or add a profile file for it to build/gpus/ (copy one with compute_capability = \"{gpu.compute_capability}\")"
+            f'(see `t2vtrt gpus`) or add a profile file for it to build/gpus/ (copy one with compute_capability = "{gpu.compute_capability}")'
         )
     return max(candidates, key=lambda p: p.vram_gb)
 

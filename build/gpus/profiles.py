@@ -120,8 +120,18 @@ def profile_table(profiles: list[GpuProfile], detected: str | None = None) -> li
     for p in profiles:
         shape = p.shapes.get("unet3d")
         max_shape = f"{shape.frames[2]} x {shape.height[2]}x{shape.width[2]}" if shape else "-"
-        rows.append(("*" if p.name == detected else "", p.name, p.sm, f"{p.vram_gb:g} GiB", ",".join(p.precisions),
-                     p.hardware_compatibility, max_shape, p.description))
+        rows.append(
+            (
+                "*" if p.name == detected else "",
+                p.name,
+                p.sm,
+                f"{p.vram_gb:g} GiB",
+                ",".join(p.precisions),
+                p.hardware_compatibility,
+                max_shape,
+                p.description,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
@@ -178,8 +188,11 @@ def _check_fields(path: Path, data: dict[str, Any]) -> None:
             _fail(path, f"unknown field {key!r} (known fields: {', '.join(FIELDS)})")
     for key in REQUIRED:
         if key not in data:
-            example = {"compute_capability": 'compute_capability = "8.6"', "vram_gb": "vram_gb = 12",
-                       "shapes": "[shapes.unet3d] with batch/frames/height/width"}[key]
+            example = {
+                "compute_capability": 'compute_capability = "8.6"',
+                "vram_gb": "vram_gb = 12",
+                "shapes": "[shapes.unet3d] with batch/frames/height/width",
+            }[key]
             _fail(path, f"missing required field {key!r} (e.g. {example})")
     for key, value in data.items():
         expected = FIELDS[key]
@@ -191,7 +204,7 @@ def _check_fields(path: Path, data: dict[str, Any]) -> None:
 def _check_capability(path: Path, value: str) -> tuple[int, int]:
     """'8.6' -> (8, 6)."""
     if not re.fullmatch(r"[0-9]+\.[0-9]", value):
-        _fail(path, f"compute_capability must look like \"8.6\", got {value!r}")
+        _fail(path, f'compute_capability must look like "8.6", got {value!r}')
     major, minor = value.split(".")
     return int(major), int(minor)
 

@@ -47,14 +47,19 @@ def accuracy_figures(run: CompareRun) -> dict[str, dict[str, dict[str, float]]]:
     for check in (c for c in run.checks if c.kind == "graph" and c.metrics):
         key = check.subject.replace(" ", "/")
         outputs = list(check.metrics.values())
-        graph[key] = {"rel_l2": max(m["rel_l2"] for m in outputs), "cosine": min(m["cosine"] for m in outputs),
-                      "psnr": min(m["psnr"] for m in outputs)}
+        graph[key] = {
+            "rel_l2": max(m["rel_l2"] for m in outputs),
+            "cosine": min(m["cosine"] for m in outputs),
+            "psnr": min(m["psnr"] for m in outputs),
+        }
     video: dict[str, dict[str, float]] = {}
     for check in (c for c in run.checks if c.kind == "video" and c.metrics):
         cases = list(check.metrics.values())
-        video[check.precision] = {"psnr_min": min(m["psnr_min"] for m in cases),
-                                  "psnr_mean": sum(m["psnr_mean"] for m in cases) / len(cases),
-                                  "ssim_min": min(m["ssim_min"] for m in cases)}
+        video[check.precision] = {
+            "psnr_min": min(m["psnr_min"] for m in cases),
+            "psnr_mean": sum(m["psnr_mean"] for m in cases) / len(cases),
+            "ssim_min": min(m["ssim_min"] for m in cases),
+        }
     return {"graph": graph, "video": video}
 
 
@@ -100,8 +105,9 @@ def _psnr_drops(entry: Entry, baseline: Entry, kind: str, metric: str, budget: f
     for key in sorted(set(new) & set(old)):
         now, before = new[key][metric], old[key][metric]
         if now < rules["psnr_floor_db"] and before - now > budget:
-            out.append(f"{kind} {key}: {metric} {now:.2f} dB is {before - now:.2f} dB below the last good night's "
-                       f"{before:.2f} dB (budget {budget:g} dB)")
+            out.append(
+                f"{kind} {key}: {metric} {now:.2f} dB is {before - now:.2f} dB below the last good night's {before:.2f} dB (budget {budget:g} dB)"
+            )
     return out
 
 
@@ -115,4 +121,3 @@ def _slowdowns(new: dict[str, float], old: dict[str, float], rules: dict[str, An
         if worse:
             out.append(f"bench {key}: {now:.4g} vs the last good night's {before:.4g} ({direction} is better, budget {limit:.0%})")
     return out
-

@@ -27,8 +27,7 @@ from t2vtrt.build.compare.tolerances import load_tolerances
 from t2vtrt.build.engines.manifest import tool_versions
 from t2vtrt.build.models import artifact_name
 from t2vtrt.build.stages import build_all
-from t2vtrt.build.nightly.history import (accuracy_figures, append_entry, last_good, read_history, regressions,
-                                          speed_figures)
+from t2vtrt.build.nightly.history import accuracy_figures, append_entry, last_good, read_history, regressions, speed_figures
 from t2vtrt.runtime.files import sha256_file
 
 BuildFn = Callable[[str, str, Path], Path]  # (model, target, fresh artifacts root) -> engines/<target> dir
@@ -59,9 +58,17 @@ def bench_module(model: str, root: Path) -> None:
     main(["--model", model, "--artifacts", str(root)])
 
 
-def run_nightly(model: str, target: str, artifacts: Path, build: BuildFn = build_all, bench: BenchFn | None = None,
-                tolerances: dict[str, Any] | None = None, eval_set: EvalSet | None = None, keep: int = 7,
-                on_step: Callable[[str], None] | None = None) -> NightlyResult:
+def run_nightly(
+    model: str,
+    target: str,
+    artifacts: Path,
+    build: BuildFn = build_all,
+    bench: BenchFn | None = None,
+    tolerances: dict[str, Any] | None = None,
+    eval_set: EvalSet | None = None,
+    keep: int = 7,
+    on_step: Callable[[str], None] | None = None,
+) -> NightlyResult:
     """One night for one model and target; the result's entry is already appended to history.jsonl."""
     name = artifact_name(model)
     home = artifacts / name
@@ -70,8 +77,15 @@ def run_nightly(model: str, target: str, artifacts: Path, build: BuildFn = build
     step = on_step or (lambda _: None)
     tolerances = tolerances or load_tolerances()
     seconds: dict[str, float] = {}
-    entry: dict[str, Any] = {"date": _now(), "model": name, "target": target, "build": str(root.relative_to(home)),
-                             "versions": tool_versions(), "passed": False, "promoted": False}
+    entry: dict[str, Any] = {
+        "date": _now(),
+        "model": name,
+        "target": target,
+        "build": str(root.relative_to(home)),
+        "versions": tool_versions(),
+        "passed": False,
+        "promoted": False,
+    }
     result = NightlyResult(entry, root, ArtifactPaths(root / name).engines_dir(target), nights / "latest")
     try:
         step("build")
@@ -81,9 +95,18 @@ def run_nightly(model: str, target: str, artifacts: Path, build: BuildFn = build
         step("compare")
         # The model's golden set: the first night records it, later nights are held to it (version drift).
         golden = home / "golden"
-        result.compare = _timed(seconds, "compare", lambda: run_compare(
-            result.target_dir, ArtifactPaths(root / name), tolerances, eval_set, golden_dir=golden,
-            save_golden_set=not (golden / "golden.json").is_file()))
+        result.compare = _timed(
+            seconds,
+            "compare",
+            lambda: run_compare(
+                result.target_dir,
+                ArtifactPaths(root / name),
+                tolerances,
+                eval_set,
+                golden_dir=golden,
+                save_golden_set=not (golden / "golden.json").is_file(),
+            ),
+        )
         if bench is not None:
             step("bench")
             _timed(seconds, "bench", lambda: bench(model, root))

@@ -32,9 +32,13 @@ def markdown(entries: list[dict[str, Any]], target: str) -> str:
     for e in reversed(entries):
         video = e.get("accuracy", {}).get("video", {})
         result = "promoted" if e.get("promoted") else ("pass" if e.get("passed") else "**FAIL**")
-        cells = [e["date"], result, *(f"{video[p]['psnr_mean']:.2f}" if p in video else "-" for p in precisions),
-                 *(f"{e['speed'][k]:.3g}" if k in e.get("speed", {}) else "-" for k in speeds),
-                 "; ".join(e.get("failures", []))[:200] or "-"]
+        cells = [
+            e["date"],
+            result,
+            *(f"{video[p]['psnr_mean']:.2f}" if p in video else "-" for p in precisions),
+            *(f"{e['speed'][k]:.3g}" if k in e.get("speed", {}) else "-" for k in speeds),
+            "; ".join(e.get("failures", []))[:200] or "-",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -48,8 +52,9 @@ def trend_plot(entries: list[dict[str, Any]], path: Path) -> Path:
     nights = range(len(entries))
     precisions = sorted({p for e in entries for p in e.get("accuracy", {}).get("video", {})})
     for p in precisions:
-        values = [min(e["accuracy"]["video"][p]["psnr_mean"], PLOT_CEILING_DB) if p in e.get("accuracy", {}).get("video", {}) else None
-                  for e in entries]
+        values = [
+            min(e["accuracy"]["video"][p]["psnr_mean"], PLOT_CEILING_DB) if p in e.get("accuracy", {}).get("video", {}) else None for e in entries
+        ]
         acc.plot(nights, [float("nan") if v is None else v for v in values], marker="o", label=p)
     failed = [i for i, e in enumerate(entries) if not e.get("passed")]
     for i in failed:

@@ -71,8 +71,7 @@ def detect(video: np.ndarray) -> Detection:
     track = _track(mask)
     motion, dx, dy, log_scale = _motion(track)
     fill = _fill(mask)
-    return Detection(list(HUES)[color_index], _shape(fill), motion, background, dx, dy, log_scale, fill,
-                     [int(m.sum()) for m in mask])
+    return Detection(list(HUES)[color_index], _shape(fill), motion, background, dx, dy, log_scale, fill, [int(m.sum()) for m in mask])
 
 
 def _background(video: np.ndarray, saturated: np.ndarray) -> str:
@@ -164,8 +163,7 @@ def accuracy(scores: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def evaluate(pipe: Any, prompts: list[str], steps: int, guidance: float, seeds: Iterable[int] = (0,),
-             on_done: Any = None) -> dict[str, Any]:
+def evaluate(pipe: Any, prompts: list[str], steps: int, guidance: float, seeds: Iterable[int] = (0,), on_done: Any = None) -> dict[str, Any]:
     """Generate every prompt with every seed through a runtime Pipeline and score them."""
     scores = []
     for seed in seeds:
@@ -212,6 +210,11 @@ def semantic_errors(video: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
         color.append(float(np.abs(seen[2] - ref[2]).mean()))
     known_pos = [p for p in position if p is not None]
     known_col = [c for c in color if c is not None]
-    return {"position_px_per_frame": position, "color_per_frame": color,
-            "position_px_max": max(known_pos) if known_pos else None, "position_px_mean": float(np.mean(known_pos)) if known_pos else None,
-            "color_max": max(known_col) if known_col else None, "missing_frames": sum(p is None for p in position)}
+    return {
+        "position_px_per_frame": position,
+        "color_per_frame": color,
+        "position_px_max": max(known_pos) if known_pos else None,
+        "position_px_mean": float(np.mean(known_pos)) if known_pos else None,
+        "color_max": max(known_col) if known_col else None,
+        "missing_frames": sum(p is None for p in position),
+    }

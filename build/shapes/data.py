@@ -114,8 +114,9 @@ def all_captions() -> list[str]:
     return [caption(*t, bg) for t in all_triples() for bg in BACKGROUNDS]
 
 
-def random_spec(rng: np.random.Generator, triple: tuple[str, str, str] | None = None, background: str | None = None,
-                jitter: float | None = None) -> ClipSpec:
+def random_spec(
+    rng: np.random.Generator, triple: tuple[str, str, str] | None = None, background: str | None = None, jitter: float | None = None
+) -> ClipSpec:
     """A random clip of a training triple (or the given one), placed so the object stays in frame.
 
     jitter=None places the object anywhere (varied frames, for the VAE); a number keeps it within that
@@ -143,8 +144,20 @@ def random_spec(rng: np.random.Generator, triple: tuple[str, str, str] | None = 
         y_lo, y_hi = max(y_lo, y_mid - jitter), min(y_hi, y_mid + jitter)
     x0, y0 = rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi)
     color_jitter = tuple(int(v) for v in rng.integers(-15, 16, size=3))
-    return ClipSpec(color, shape, motion, background, float(x0), float(y0), float(size0), float(size1),
-                    float(dx), float(dy), color_jitter, int(rng.integers(-10, 11)))  # type: ignore[arg-type]
+    return ClipSpec(
+        color,
+        shape,
+        motion,
+        background,
+        float(x0),
+        float(y0),
+        float(size0),
+        float(size1),
+        float(dx),
+        float(dy),
+        color_jitter,
+        int(rng.integers(-10, 11)),
+    )  # type: ignore[arg-type]
 
 
 def shape_mask(shape: str, cx: float, cy: float, size: float, supersample: int = 4) -> np.ndarray:

@@ -133,8 +133,16 @@ class Bar:
 
         self.name, self.every, self.quiet = name, every, quiet
         self.interactive = console.is_terminal and not quiet
-        self.progress = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=not self.interactive)
+        self.progress = Progress(
+            TextColumn(f"[bold]{name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=not self.interactive,
+        )
         self.task = self.progress.add_task(name, total=total, completed=start, info="")
 
     def __enter__(self) -> "Bar":
@@ -287,8 +295,9 @@ def train_vae(work: Path, config: dict[str, Any], init: Path, frames: np.ndarray
             log.add(step, loss.item(), lr, time.perf_counter() - start)
             bar.update(step, f"loss {loss.item():.4f}")
             if time.perf_counter() - last_save > config["checkpoint_seconds"] or step == cfg["steps"]:
-                save_checkpoint(work / "vae.ckpt", {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                                                    "elapsed": time.perf_counter() - start})
+                save_checkpoint(
+                    work / "vae.ckpt", {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": time.perf_counter() - start}
+                )
                 last_save = time.perf_counter()
     vae.eval()
     with atomic_dir(out) as tmp:
@@ -404,8 +413,9 @@ def sample_timesteps(n: int, steps: int, generator: Any, high: dict[str, Any] | 
     return t
 
 
-def unet_loss(unet: Any, latents: Any, context: Any, generator: Any, alphas: Any, gamma: float, prediction: str,
-              high: dict[str, Any] | None = None) -> Any:
+def unet_loss(
+    unet: Any, latents: Any, context: Any, generator: Any, alphas: Any, gamma: float, prediction: str, high: dict[str, Any] | None = None
+) -> Any:
     """MSE to the epsilon or v target at (see sample_timesteps) timesteps; Min-SNR-gamma weighted when gamma is set.
 
     Unweighted v-MSE is x0-MSE at high noise: that is where the caption alone must place the object
@@ -435,17 +445,18 @@ def load_denoiser(init: Path, weights: dict[str, Any] | None = None) -> Any:
     from diffusers import UNet3DConditionModel
     from transformers import CLIPTextModel
 
-    models = torch.nn.ModuleDict({
-        "unet": UNet3DConditionModel.from_pretrained(init / "unet", local_files_only=True, low_cpu_mem_usage=False),
-        "text_encoder": CLIPTextModel.from_pretrained(init / "text_encoder", local_files_only=True),
-    })
+    models = torch.nn.ModuleDict(
+        {
+            "unet": UNet3DConditionModel.from_pretrained(init / "unet", local_files_only=True, low_cpu_mem_usage=False),
+            "text_encoder": CLIPTextModel.from_pretrained(init / "text_encoder", local_files_only=True),
+        }
+    )
     if weights is not None:
         models.load_state_dict(weights)
     return models.eval()  # eval mode only turns off the temporal convs' dropout, which a tiny model does not need
 
 
-def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, specs: list[data.ClipSpec],
-               latents: np.ndarray, quiet: bool) -> Path:
+def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, specs: list[data.ClipSpec], latents: np.ndarray, quiet: bool) -> Path:
     """Train the UNet3D (and the text encoder if configured) with caption dropout for guidance; write work/trained."""
     import torch
 
@@ -481,8 +492,7 @@ def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, sp
             context = frozen[ids] if frozen is not None else models["text_encoder"](input_ids=all_ids[ids]).last_hidden_state
             lr = _set_lr(opt, scheduled_lr(step, cfg))
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            loss = unet_loss(models["unet"], all_latents[pick], context, generator, alphas, cfg["min_snr_gamma"], prediction,
-                             cfg.get("high_noise"))
+            loss = unet_loss(models["unet"], all_latents[pick], context, generator, alphas, cfg["min_snr_gamma"], prediction, cfg.get("high_noise"))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(models.parameters(), 1.0)
@@ -494,8 +504,16 @@ def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, sp
             if probe_cfg["prompts"] and (step % probe_cfg["every"] == 0 or step == total):
                 _log_probe(work, step, init, vae_dir, ema, probe_cfg)
             if time.perf_counter() - last_save > config["checkpoint_seconds"] or step == total:
-                save_checkpoint(work / "unet.ckpt", {"model": models.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-                                                     "step": step, "elapsed": time.perf_counter() - start})
+                save_checkpoint(
+                    work / "unet.ckpt",
+                    {
+                        "model": models.state_dict(),
+                        "opt": opt.state_dict(),
+                        "ema": ema.state_dict(),
+                        "step": step,
+                        "elapsed": time.perf_counter() - start,
+                    },
+                )
                 last_save = time.perf_counter()
     models.load_state_dict(ema.shadow)
     with atomic_dir(out) as tmp:
@@ -507,8 +525,9 @@ def train_unet(work: Path, config: dict[str, Any], init: Path, vae_dir: Path, sp
 # --- probe: torch-side adherence during training ---------------------------------------------------
 
 
-def sample_torch(unet: Any, vae: Any, context: Any, uncond: Any, steps: int, guidance: float, frames: int, seed: int,
-                 scheduler_cfg: dict[str, Any]) -> np.ndarray:
+def sample_torch(
+    unet: Any, vae: Any, context: Any, uncond: Any, steps: int, guidance: float, frames: int, seed: int, scheduler_cfg: dict[str, Any]
+) -> np.ndarray:
     """DDIM with classifier-free guidance in torch (the runtime's loop), -> uint8 (B, F, H, W, 3)."""
     import torch
     from diffusers import DDIMScheduler
@@ -582,8 +601,15 @@ def use_pretrained_vae(work: Path, vae: Path) -> None:
     write_json(work / "vae_source.json", {"vae": str(vae), "bytes": folder_bytes(vae)})
 
 
-def run(config_path: Path = CONFIG, work: Path = DEFAULT_WORK, out: Path = SHIPPED, quiet: bool = False,
-        summary: Path | None = SUMMARY, echo: Callable[[str], None] = print, vae: Path | None = None) -> dict[str, Any]:
+def run(
+    config_path: Path = CONFIG,
+    work: Path = DEFAULT_WORK,
+    out: Path = SHIPPED,
+    quiet: bool = False,
+    summary: Path | None = SUMMARY,
+    echo: Callable[[str], None] = print,
+    vae: Path | None = None,
+) -> dict[str, Any]:
     """All phases, each skipped when its output exists; returns (and writes) the training summary.
 
     vae: a trained VAE to reuse instead of training phase 1 (its scaling factor is recomputed on the UNet data).

@@ -44,9 +44,12 @@ def read_foldable_constants(graph: gs.Graph) -> int:
     while grew:  # to a fixed point, in the graph's own order (sorting it here would reorder the output)
         grew = False
         for node in graph.nodes:
-            if node.outputs and not all(id(t) in foldable for t in node.outputs) and node.inputs and (all(
-                    isinstance(t, gs.Constant) or id(t) in foldable or not t.name for t in node.inputs)
-                    or _static_shape(node)):
+            if (
+                node.outputs
+                and not all(id(t) in foldable for t in node.outputs)
+                and node.inputs
+                and (all(isinstance(t, gs.Constant) or id(t) in foldable or not t.name for t in node.inputs) or _static_shape(node))
+            ):
                 foldable.update(id(t) for t in node.outputs)
                 grew = True
     read = 0

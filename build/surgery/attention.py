@@ -70,8 +70,7 @@ def _match(softmax: gs.Node, graph_outputs: list[gs.Tensor]) -> _Match | None:
 
 def _to_bsd(graph: gs.Graph, tensor: gs.Tensor, perm: list[int], width: int, tag: str) -> gs.Variable:
     """Transpose a rank-4 tensor to (B, S, N, H) and flatten the heads: (B, S, N*H)."""
-    moved = graph.layer(op="Transpose", name=f"{tag}/transpose", inputs=[tensor], outputs=[f"{tag}/bsnh"],
-                        attrs={"perm": perm})[0]
+    moved = graph.layer(op="Transpose", name=f"{tag}/transpose", inputs=[tensor], outputs=[f"{tag}/bsnh"], attrs={"perm": perm})[0]
     shape = gs.Constant(f"{tag}/bsd_shape", np.array([0, 0, width], dtype=np.int64))
     return graph.layer(op="Reshape", name=f"{tag}/reshape", inputs=[moved, shape], outputs=[f"{tag}/bsd"])[0]
 
@@ -82,8 +81,14 @@ def _rewrite(graph: gs.Graph, m: _Match) -> None:
     query = _to_bsd(graph, m.query, [0, 2, 1, 3], m.heads * m.head_size, f"{tag}/q")
     key = _to_bsd(graph, m.key_t, [0, 3, 1, 2], m.heads * m.head_size, f"{tag}/k")
     value = _to_bsd(graph, m.value, [0, 2, 1, 3], m.heads * m.value_head_size, f"{tag}/v")
-    fused = graph.layer(op="MultiHeadAttention", name=f"{tag}/mha", domain=MS_DOMAIN, inputs=[query, key, value],
-                        outputs=[f"{tag}/mha_out"], attrs={"num_heads": m.heads, "scale": 1.0})[0]
+    fused = graph.layer(
+        op="MultiHeadAttention",
+        name=f"{tag}/mha",
+        domain=MS_DOMAIN,
+        inputs=[query, key, value],
+        outputs=[f"{tag}/mha_out"],
+        attrs={"num_heads": m.heads, "scale": 1.0},
+    )[0]
     shape = gs.Constant(f"{tag}/bnsh_shape", np.array([0, 0, m.heads, m.value_head_size], dtype=np.int64))
     split = graph.layer(op="Reshape", name=f"{tag}/split_heads", inputs=[fused, shape], outputs=[f"{tag}/bsnh_out"])[0]
     for node in m.nodes:

@@ -124,13 +124,10 @@ def _rewrite(graph: gs.Graph, m: _Match, cache: dict) -> None:
         node.outputs.clear()
         seen = repeats[start, end] = repeats.get((start, end), -1) + 1  # two Slices of one range: unique names
         tag = f"cols{start}_{end}" + (f"_{seen}" if seen else "")
-        part = gs.Variable(f"{m.matmul.outputs[0].name}.{tag}", dtype=out.dtype,
-                           shape=None if out.shape is None else list(out.shape))
-        graph.layer(op="MatMul", name=f"{node_label(m.matmul)}/{tag}", inputs=[m.x, _columns(cache, m.weight, start, end)],
-                    outputs=[part])
+        part = gs.Variable(f"{m.matmul.outputs[0].name}.{tag}", dtype=out.dtype, shape=None if out.shape is None else list(out.shape))
+        graph.layer(op="MatMul", name=f"{node_label(m.matmul)}/{tag}", inputs=[m.x, _columns(cache, m.weight, start, end)], outputs=[part])
         bias = _columns(cache, m.bias, start, end)
-        graph.layer(op="Add", name=f"{node_label(m.add)}/{tag}", inputs=[bias, part] if m.bias_first else [part, bias],
-                    outputs=[out])
+        graph.layer(op="Add", name=f"{node_label(m.add)}/{tag}", inputs=[bias, part] if m.bias_first else [part, bias], outputs=[out])
     for node in (m.add, m.matmul):
         node.inputs.clear()
         node.outputs.clear()

@@ -37,16 +37,19 @@ def _is_bare(node: gs.Node) -> bool:
 def _rewrite(graph: gs.Graph, node: gs.Node) -> None:
     """Replace one bare InstanceNormalization by LayerNormalization(axis=2) with a run-time unit scale."""
     tag, x = node_label(node), node.inputs[0]
-    row = graph.layer(op="Shape", name=f"{tag}/row_shape", inputs=[x], outputs=[f"{tag}/row_shape"],
-                      attrs={"start": 2})[0]
+    row = graph.layer(op="Shape", name=f"{tag}/row_shape", inputs=[x], outputs=[f"{tag}/row_shape"], attrs={"start": 2})[0]
     one = gs.Constant(f"{tag}/one", np.ones(1, np.float32))  # ConstantOfShape's value: float32 1.0
-    ones = graph.layer(op="ConstantOfShape", name=f"{tag}/unit_scale", inputs=[row], outputs=[f"{tag}/unit_scale"],
-                       attrs={"value": one})[0]
+    ones = graph.layer(op="ConstantOfShape", name=f"{tag}/unit_scale", inputs=[row], outputs=[f"{tag}/unit_scale"], attrs={"value": one})[0]
     ones.dtype = np.float32
     out = node.outputs[0]
     node.outputs.clear()
-    graph.layer(op="LayerNormalization", name=f"{tag}/layer_norm", inputs=[x, ones], outputs=[out],
-                attrs={"axis": 2, "epsilon": float(node.attrs.get("epsilon", 1e-5))})
+    graph.layer(
+        op="LayerNormalization",
+        name=f"{tag}/layer_norm",
+        inputs=[x, ones],
+        outputs=[out],
+        attrs={"axis": 2, "epsilon": float(node.attrs.get("epsilon", 1e-5))},
+    )
 
 
 def instance_norm_to_layer_norm(graph: gs.Graph) -> int:

@@ -68,8 +68,13 @@ def _fuse(graph: gs.Graph, m: _Match) -> None:
     out = m.add.outputs[0]
     a, a_scale, a_zero = m.act.inputs
     b, b_scale, b_zero = m.weight.inputs
-    fused = gs.Node("MatMulIntegerToFloat", name=f"{node_label(m.matmul)}/int_to_float", domain=MS_DOMAIN,
-                    inputs=[a, b, a_scale, b_scale, a_zero, b_zero, m.bias], outputs=[out])
+    fused = gs.Node(
+        "MatMulIntegerToFloat",
+        name=f"{node_label(m.matmul)}/int_to_float",
+        domain=MS_DOMAIN,
+        inputs=[a, b, a_scale, b_scale, a_zero, b_zero, m.bias],
+        outputs=[out],
+    )
     for node in (m.matmul, m.add):
         node.inputs.clear()
         node.outputs.clear()
@@ -85,4 +90,3 @@ def fuse_matmul_integer_bias(graph: gs.Graph) -> int:
         import_domain(graph, MS_DOMAIN)
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
     return len(matches)
-

@@ -61,7 +61,12 @@ PASSES: dict[str, Pass] = _register(
 # Identity first so folding sees the shared weights directly; casts after folding, when every tensor has
 # a dtype; OneHot after folding, when its indices have become constants; a last cleanup sorts the nodes.
 DEFAULT_PIPELINE: list[str] = [
-    "cleanup", "remove_identity", "fold_constants", "fold_casts", "onehot_to_gather", "cleanup",
+    "cleanup",
+    "remove_identity",
+    "fold_constants",
+    "fold_casts",
+    "onehot_to_gather",
+    "cleanup",
 ]
 
 # The default list, plus what one component needs: the denoiser splits its GEGLU projections (ONNX Runtime
@@ -79,8 +84,14 @@ PIPELINES: dict[str, list[str]] = {
 # TensorRT plans its own copies and norms).
 # The two Q/DQ passes change only quantized graphs (the INT8 variants); float graphs pass through them.
 TARGET_PIPELINES: dict[str, list[str]] = {
-    "cpu": ["split_slow_transposes", "shapes_skip_dequantize", "fuse_matmul_integer_bias", "fuse_attention_ort",
-            "instance_norm_to_layer_norm", "cleanup"],
+    "cpu": [
+        "split_slow_transposes",
+        "shapes_skip_dequantize",
+        "fuse_matmul_integer_bias",
+        "fuse_attention_ort",
+        "instance_norm_to_layer_norm",
+        "cleanup",
+    ],
 }
 
 

@@ -45,8 +45,7 @@ def _run_pass(step: Any, graph: gs.Graph) -> dict[str, Any]:
     """Run one pass on `graph`; its report entry."""
     count, clock = len(graph.nodes), time.perf_counter()
     changed = step(graph)
-    return {"name": step.name, "changed": changed, "node_delta": len(graph.nodes) - count,
-            "seconds": round(time.perf_counter() - clock, 3)}
+    return {"name": step.name, "changed": changed, "node_delta": len(graph.nodes) - count, "seconds": round(time.perf_counter() - clock, 3)}
 
 
 def run_surgery(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: list[str] | None = None) -> dict:

@@ -34,11 +34,7 @@ def _skeleton(graph: gs.Graph) -> onnx.ModelProto:
 def inferred_types(graph: gs.Graph) -> dict[str, tuple]:
     """Map tensor name -> (dtype, shape) as ONNX shape inference (with data propagation) derives them."""
     model = onnx.shape_inference.infer_shapes(_skeleton(graph), strict_mode=False, data_prop=True)
-    return {
-        t.name: (t.dtype, t.shape)
-        for t in gs.import_onnx(model).tensors().values()
-        if isinstance(t, gs.Variable) and t.dtype is not None
-    }
+    return {t.name: (t.dtype, t.shape) for t in gs.import_onnx(model).tensors().values() if isinstance(t, gs.Variable) and t.dtype is not None}
 
 
 def infer_shapes(graph: gs.Graph) -> int:

@@ -12,8 +12,7 @@ from .registry import PIPELINES
 from .run import run_surgery
 
 
-def run_surgery_stage(paths: ArtifactPaths, passes: list[str] | None = None,
-                      on_done: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_surgery_stage(paths: ArtifactPaths, passes: list[str] | None = None, on_done: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Patch every component with its pipeline (or `passes`), write the report, return it."""
     import onnxruntime
 

@@ -32,7 +32,7 @@ Group = tuple[int, ...]
 
 def moves_single_axis(perm: Sequence[int]) -> bool:
     """Whether the permutation only moves one axis (the others keep their order): one of ORT's fast paths."""
-    return any(list(perm[:i]) + list(perm[i + 1:]) == sorted(perm[:i] + perm[i + 1:]) for i in range(len(perm)))
+    return any(list(perm[:i]) + list(perm[i + 1 :]) == sorted(perm[:i] + perm[i + 1 :]) for i in range(len(perm)))
 
 
 def keeps_inner_axis(perm: Sequence[int]) -> bool:
@@ -76,8 +76,7 @@ def _merged(layout: tuple[Group, ...], perm: Sequence[int]) -> list[Step] | None
     if not is_fast(merged_perm):
         return None
     out = tuple(layout[a] for a in perm)
-    return [Step("Reshape", merged_in), Step("Transpose", tuple(merged_in[i] for i in merged_perm), merged_perm),
-            Step("Reshape", out)]
+    return [Step("Reshape", merged_in), Step("Transpose", tuple(merged_in[i] for i in merged_perm), merged_perm), Step("Reshape", out)]
 
 
 def plan(rank: int, perm: Sequence[int]) -> list[Step] | None:
@@ -132,8 +131,7 @@ def _rewrite(graph: gs.Graph, node: gs.Node, steps: list[Step], dims: Sequence[o
             shape = gs.Constant(f"{base}/fast_{k}_shape", np.array(next(shapes), dtype=np.int64))
             graph.nodes.append(gs.Node("Reshape", name=f"{base}/fast_{k}", inputs=[current, shape], outputs=[out]))
         else:
-            graph.nodes.append(gs.Node("Transpose", name=f"{base}/fast_{k}", attrs={"perm": list(step.perm)},
-                                       inputs=[current], outputs=[out]))
+            graph.nodes.append(gs.Node("Transpose", name=f"{base}/fast_{k}", attrs={"perm": list(step.perm)}, inputs=[current], outputs=[out]))
         current = out
     return True
 

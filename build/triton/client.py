@@ -16,8 +16,7 @@ from t2vtrt.build.triton.config import INPUTS
 from t2vtrt.runtime.errors import T2VError
 
 # Triton data type -> (KServe v2 datatype, numpy dtype)
-WIRE = {"TYPE_STRING": ("BYTES", np.object_), "TYPE_INT64": ("INT64", np.int64), "TYPE_INT32": ("INT32", np.int32),
-        "TYPE_FP32": ("FP32", np.float32)}
+WIRE = {"TYPE_STRING": ("BYTES", np.object_), "TYPE_INT64": ("INT64", np.int64), "TYPE_INT32": ("INT32", np.int32), "TYPE_FP32": ("FP32", np.float32)}
 TYPES = {name: WIRE[dtype] for name, dtype, _, _ in INPUTS}
 
 
@@ -35,8 +34,7 @@ def http_module() -> Any:
     try:
         import tritonclient.http as http
     except ImportError as exc:
-        raise T2VError(f"tritonclient is not installed ({exc}): pip install -c constraints.txt -e '.[serve]' "
-                       "(or `make serve-setup`)") from None
+        raise T2VError(f"tritonclient is not installed ({exc}): pip install -c constraints.txt -e '.[serve]' (or `make serve-setup`)") from None
     return http
 
 
@@ -57,12 +55,13 @@ def make_inputs(prompt: str, **settings: Any) -> list[Any]:
     return inputs
 
 
-def generate(client: Any, model: str, prompt: str, version: str = "", priority: int = 0, timeout_us: int | None = None,
-             request_id: str = "", **settings: Any) -> Served:
+def generate(
+    client: Any, model: str, prompt: str, version: str = "", priority: int = 0, timeout_us: int | None = None, request_id: str = "", **settings: Any
+) -> Served:
     """Send one request and wait for its video; tritonclient's InferenceServerException carries the server's error."""
     http = http_module()
     outputs = [http.InferRequestedOutput(name, binary_data=True) for name in ("video", "timings", "warnings")]
-    result = client.infer(model, make_inputs(prompt, **settings), model_version=version, outputs=outputs,
-                          request_id=request_id, priority=priority, timeout=timeout_us)
-    return Served(result.as_numpy("video")[0], json.loads(result.as_numpy("timings")[0][0]),
-                  json.loads(result.as_numpy("warnings")[0][0]))
+    result = client.infer(
+        model, make_inputs(prompt, **settings), model_version=version, outputs=outputs, request_id=request_id, priority=priority, timeout=timeout_us
+    )
+    return Served(result.as_numpy("video")[0], json.loads(result.as_numpy("timings")[0][0]), json.loads(result.as_numpy("warnings")[0][0]))

@@ -72,8 +72,7 @@ def instance_kind(manifest: Manifest) -> str:
 
 def signature(manifest: Manifest) -> dict[str, Any]:
     """What every version of one model must share, since they share one config.pbtxt."""
-    return {"max_batch_size": max_batch_size(manifest), "instance_kind": instance_kind(manifest),
-            "family": manifest.data["model"]["family"]}
+    return {"max_batch_size": max_batch_size(manifest), "instance_kind": instance_kind(manifest), "family": manifest.data["model"]["family"]}
 
 
 def build_config(manifest: Manifest, settings: ServeSettings, manifest_sha256: str) -> str:

@@ -34,8 +34,12 @@ from t2vtrt.runtime.files import atomic_path, write_json
 from t2vtrt.runtime.manifest import load_manifest
 from t2vtrt.runtime.pipeline import Pipeline
 
-PROMPTS = ("a red circle moving left on a dark background", "a blue square moving up on a light background",
-           "a green triangle moving right on a dark background", "a yellow circle moving down on a light background")
+PROMPTS = (
+    "a red circle moving left on a dark background",
+    "a blue square moving up on a light background",
+    "a green triangle moving right on a dark background",
+    "a yellow circle moving down on a light background",
+)
 Call = Callable[[int], None]  # request number -> None (raises on failure)
 
 
@@ -58,8 +62,9 @@ class Level:
         """The figures without the raw latencies."""
         lat = np.asarray(self.latencies_s) if self.latencies_s else np.asarray([np.nan])
         out = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
-        out.update(throughput_per_s=self.ok / self.seconds if self.seconds else 0.0,
-                   p50_s=float(np.percentile(lat, 50)), p95_s=float(np.percentile(lat, 95)))
+        out.update(
+            throughput_per_s=self.ok / self.seconds if self.seconds else 0.0, p50_s=float(np.percentile(lat, 50)), p95_s=float(np.percentile(lat, 95))
+        )
         return out
 
 
@@ -109,6 +114,7 @@ def pipeline_levels(engines: Path, clients: list[int], requests: int, settings: 
         pipe.generate(PROMPTS[0], **settings)  # warm-up, as the server's first request is below
         levels = []
         for count in clients:
+
             def call(number: int) -> None:
                 prompt, kwargs = request_args(number, settings)
                 pipe.generate(prompt, **kwargs)
@@ -119,8 +125,9 @@ def pipeline_levels(engines: Path, clients: list[int], requests: int, settings: 
         pipe.close()
 
 
-def server_levels(server: LocalServer, model: str, side: str, clients: list[int], requests: int, settings: dict[str, Any],
-                  deadline: float) -> list[Level]:
+def server_levels(
+    server: LocalServer, model: str, side: str, clients: list[int], requests: int, settings: dict[str, Any], deadline: float
+) -> list[Level]:
     """Phases 2-4: the same requests as HTTP clients of the server, one connection per client thread."""
     http = http_module()
     local, opened = threading.local(), []
@@ -162,8 +169,18 @@ def serve(engines: Path, work: Path, tag: str, settings: ServeSettings, log_dir:
     return LocalServer(work / tag, log_dir / f"serve-load-{tag}.log", cache_mb=0).start()
 
 
-def measure(engines: Path, out: Path, clients: list[int], requests: int, settings: dict[str, Any], overload_clients: int,
-            overload_queue: int, max_seconds: float, instances: int = 1, threads: int = 0) -> dict[str, Any]:
+def measure(
+    engines: Path,
+    out: Path,
+    clients: list[int],
+    requests: int,
+    settings: dict[str, Any],
+    overload_clients: int,
+    overload_queue: int,
+    max_seconds: float,
+    instances: int = 1,
+    threads: int = 0,
+) -> dict[str, Any]:
     """Every phase; the report."""
     from t2vtrt.build.bench.host import host_info
 
@@ -171,9 +188,16 @@ def measure(engines: Path, out: Path, clients: list[int], requests: int, setting
     name = manifest.data["model"]["name"]
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + max_seconds
-    report: dict[str, Any] = {"model": name, "engines": str(engines), "settings": settings, "clients": clients,
-                              "requests_per_level": requests, "max_batch_size": max_batch_size(manifest),
-                              "server": {"instances": instances, "threads": threads}, "host": host_info()}
+    report: dict[str, Any] = {
+        "model": name,
+        "engines": str(engines),
+        "settings": settings,
+        "clients": clients,
+        "requests_per_level": requests,
+        "max_batch_size": max_batch_size(manifest),
+        "server": {"instances": instances, "threads": threads},
+        "host": host_info(),
+    }
     levels = pipeline_levels(engines, clients, requests, settings, deadline)
     with tempfile.TemporaryDirectory(prefix="serve-load-", dir=out) as tmp:
         work = Path(tmp)
@@ -212,22 +236,31 @@ def _ratios(levels: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as a table."""
-    lines = [f"# serve-load: {report['model']} ({report['engines']})", "",
-             f"settings {json.dumps(report['settings'])}; {report['requests_per_level']} requests per level; "
-             f"max_batch_size {report['max_batch_size']}; server instances {report['server']['instances']}, "
-             f"threads {report['server']['threads'] or 'default'}; tritonserver {report.get('tritonserver', '?')}; "
-             f"host {report['host'].get('cpu')} x{report['host'].get('cores')}", "",
-             "| side | clients | ok | failed | videos/s | vs Pipeline | p50 s | p95 s | mean batch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# serve-load: {report['model']} ({report['engines']})",
+        "",
+        f"settings {json.dumps(report['settings'])}; {report['requests_per_level']} requests per level; "
+        f"max_batch_size {report['max_batch_size']}; server instances {report['server']['instances']}, "
+        f"threads {report['server']['threads'] or 'default'}; tritonserver {report.get('tritonserver', '?')}; "
+        f"host {report['host'].get('cpu')} x{report['host'].get('cores')}",
+        "",
+        "| side | clients | ok | failed | videos/s | vs Pipeline | p50 s | p95 s | mean batch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for lv in report["levels"]:
         ratio = report["ratios"].get(lv["side"], {}).get(str(lv["clients"]))
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
         batch_text = "-" if lv["mean_batch"] is None else f"{lv['mean_batch']:.2f}"
-        lines.append(f"| {lv['side']} | {lv['clients']} | {lv['ok']} | {lv['failed']} | {lv['throughput_per_s']:.3f} | "
-                     f"{ratio_text} | {lv['p50_s']:.3f} | {lv['p95_s']:.3f} | {batch_text} |")
+        lines.append(
+            f"| {lv['side']} | {lv['clients']} | {lv['ok']} | {lv['failed']} | {lv['throughput_per_s']:.3f} | "
+            f"{ratio_text} | {lv['p50_s']:.3f} | {lv['p95_s']:.3f} | {batch_text} |"
+        )
     over = report["overload"]
-    lines += ["", f"past capacity: {over['clients']} clients, max_queue_size {over['max_queue_size']}: {over['ok']} served "
-              f"(p50 {over['p50_s']:.3f} s, p95 {over['p95_s']:.3f} s), {over['failed']} rejected at once"]
+    lines += [
+        "",
+        f"past capacity: {over['clients']} clients, max_queue_size {over['max_queue_size']}: {over['ok']} served "
+        f"(p50 {over['p50_s']:.3f} s, p95 {over['p95_s']:.3f} s), {over['failed']} rejected at once",
+    ]
     lines += [f"- rejected with: `{message}` ({count}x)" for message, count in over["errors"].items()]
     cut = [f"{lv['side']} x{lv['clients']}" for lv in [*report["levels"], over] if lv["cut_by_deadline"]]
     if cut:
@@ -252,17 +285,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         clients = [int(c) for c in args.clients.split(",") if c.strip()]
-        if not clients or min(clients) < 1 or min(args.requests, args.overload_clients, args.overload_queue, args.instances) < 1 \
-                or args.threads < 0:
+        if not clients or min(clients) < 1 or min(args.requests, args.overload_clients, args.overload_queue, args.instances) < 1 or args.threads < 0:
             raise ValueError
     except ValueError:
-        print("error: --clients takes counts >= 1 such as 1,2,4,8; --requests, --overload-clients, --overload-queue and "
-              "--instances must be >= 1, --threads >= 0", file=sys.stderr)
+        print(
+            "error: --clients takes counts >= 1 such as 1,2,4,8; --requests, --overload-clients, --overload-queue and "
+            "--instances must be >= 1, --threads >= 0",
+            file=sys.stderr,
+        )
         sys.exit(2)
     settings = {k: getattr(args, k) for k in ("steps", "frames", "height", "width") if getattr(args, k) is not None}
     try:
-        report = measure(args.engines, args.out, clients, args.requests, settings, args.overload_clients,
-                         args.overload_queue, args.max_seconds, args.instances, args.threads)
+        report = measure(
+            args.engines,
+            args.out,
+            clients,
+            args.requests,
+            settings,
+            args.overload_clients,
+            args.overload_queue,
+            args.max_seconds,
+            args.instances,
+            args.threads,
+        )
         write_json(args.out / "serve-load.json", report)
         with atomic_path(args.out / "serve-load.md") as tmp:
             tmp.write_text(markdown(report))

@@ -53,8 +53,10 @@ def resolve_python_env(value: str | None) -> Path | None:
         return None
     env = Path(value).resolve()
     if not (env / "bin" / "activate").is_file():
-        raise T2VError(f"--python-env {value}: {env} has no bin/activate, so the Python backend cannot run in it; pass a "
-                       "virtualenv with t2v-trt[cpu] and numpy<2 installed (`make serve-setup` makes one), or 'none'")
+        raise T2VError(
+            f"--python-env {value}: {env} has no bin/activate, so the Python backend cannot run in it; pass a "
+            "virtualenv with t2v-trt[cpu] and numpy<2 installed (`make serve-setup` makes one), or 'none'"
+        )
     return env
 
 
@@ -102,12 +104,16 @@ def _check_other_versions(model_dir: Path, version: int, wanted: dict[str, Any])
         try:
             theirs = json.loads(record.read_text())["config"]
         except (OSError, ValueError, KeyError):
-            raise T2VError(f"{other} is not a version written by `t2vtrt triton-repo` (no readable {VERSION_FILE}): "
-                           f"remove it, or write this target under another --name") from None
+            raise T2VError(
+                f"{other} is not a version written by `t2vtrt triton-repo` (no readable {VERSION_FILE}): "
+                f"remove it, or write this target under another --name"
+            ) from None
         if theirs != wanted:
             diff = ", ".join(f"{k} {theirs.get(k)} vs {v}" for k, v in wanted.items() if theirs.get(k) != v)
-            raise T2VError(f"version {other.name} of {model_dir.name} shares config.pbtxt but differs ({diff}): write "
-                           f"this target under another --name, or replace version {other.name} with --version {other.name}")
+            raise T2VError(
+                f"version {other.name} of {model_dir.name} shares config.pbtxt but differs ({diff}): write "
+                f"this target under another --name, or replace version {other.name} with --version {other.name}"
+            )
 
 
 def _copy_target(manifest: Manifest, src: Path, dst: Path) -> None:
@@ -128,8 +134,12 @@ def _copy_target(manifest: Manifest, src: Path, dst: Path) -> None:
 def _version_record(manifest: Manifest, engines_dir: Path, manifest_sha: str, settings: ServeSettings) -> dict[str, Any]:
     """version.json: what this version was made from and how it runs."""
     return {
-        "made_from": {"manifest_sha256": manifest_sha, "engines": str(engines_dir.resolve()),
-                      "model": manifest.data["model"], "target": manifest.data["target"]["name"]},
+        "made_from": {
+            "manifest_sha256": manifest_sha,
+            "engines": str(engines_dir.resolve()),
+            "model": manifest.data["model"],
+            "target": manifest.data["target"]["name"],
+        },
         "precision": settings.precision,
         "config": signature(manifest),
         "written_by": f"t2v-trt {_version()}",

@@ -66,12 +66,10 @@ def find_server(binary: str | os.PathLike | None = None) -> ServerInstall:
         raise T2VError(f"no tritonserver found (not on PATH, not in {bundled_server()}): {SETUP_HINT}")
     stub = root / "backends" / "python" / "triton_python_backend_stub"
     if not stub.is_file():
-        raise T2VError(f"{stub} is missing (the Python backend's stub for Python {sys.version_info[0]}.{sys.version_info[1]}): "
-                       f"{SETUP_HINT}")
+        raise T2VError(f"{stub} is missing (the Python backend's stub for Python {sys.version_info[0]}.{sys.version_info[1]}): {SETUP_HINT}")
     # The backend stub links libpython3.x: this interpreter's, not whichever another Python left on the loader path.
     libpython = Path(sysconfig.get_config_var("LIBDIR") or "/usr/lib")
-    return ServerInstall(root / "bin" / "tritonserver", root / "backends", root / "caches",
-                         (bundled_server() / "nvidia_pytriton.libs", libpython))
+    return ServerInstall(root / "bin" / "tritonserver", root / "backends", root / "caches", (bundled_server() / "nvidia_pytriton.libs", libpython))
 
 
 def free_ports(count: int = 3) -> Ports:
@@ -92,9 +90,16 @@ def free_ports(count: int = 3) -> Ports:
 def server_command(install: ServerInstall, repo: Path, ports: Ports, cache_mb: int = 256, log_verbose: int = 0) -> list[str]:
     """tritonserver's arguments: every endpoint on loopback, the local response cache, a short exit timeout."""
     args = [
-        str(install.binary), f"--model-repository={repo}", f"--backend-directory={install.backends}",
-        f"--http-address={LOOPBACK}", f"--http-port={ports.http}", f"--grpc-address={LOOPBACK}", f"--grpc-port={ports.grpc}",
-        f"--metrics-address={LOOPBACK}", f"--metrics-port={ports.metrics}", "--exit-timeout-secs=10",
+        str(install.binary),
+        f"--model-repository={repo}",
+        f"--backend-directory={install.backends}",
+        f"--http-address={LOOPBACK}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={LOOPBACK}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={LOOPBACK}",
+        f"--metrics-port={ports.metrics}",
+        "--exit-timeout-secs=10",
         f"--log-verbose={log_verbose}",
     ]
     if cache_mb > 0:
@@ -124,8 +129,15 @@ class LocalServer:
     Start it from a thread that outlives it (the main thread): on Linux the server gets SIGTERM when that thread ends.
     """
 
-    def __init__(self, repo: str | os.PathLike, log_file: str | os.PathLike, ports: Ports | None = None,
-                 cache_mb: int = 256, binary: str | os.PathLike | None = None, log_verbose: int = 0) -> None:
+    def __init__(
+        self,
+        repo: str | os.PathLike,
+        log_file: str | os.PathLike,
+        ports: Ports | None = None,
+        cache_mb: int = 256,
+        binary: str | os.PathLike | None = None,
+        log_verbose: int = 0,
+    ) -> None:
         self.install = find_server(binary)
         self.repo = Path(repo).resolve()
         self.ports = ports or free_ports()
@@ -148,8 +160,14 @@ class LocalServer:
         """Start the server and wait until it and every model are ready; a one-line error with the log's tail if not."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_file, "wb")
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=server_env(self.install), preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=server_env(self.install),
+            preexec_fn=_die_with_parent,
+        )
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -163,8 +181,9 @@ class LocalServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise T2VError(f"tritonserver exited with code {self.process.returncode} before it was ready: "
-                               f"{self.log_tail()} (full log: {self.log_file})")
+                raise T2VError(
+                    f"tritonserver exited with code {self.process.returncode} before it was ready: {self.log_tail()} (full log: {self.log_file})"
+                )
             if self.ready():
                 return
             time.sleep(0.25)
@@ -206,4 +225,3 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

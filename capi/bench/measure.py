@@ -31,17 +31,36 @@ class Timings(ctypes.Structure):
 class Video(ctypes.Structure):
     """t2v_video."""
 
-    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_size_t), ("frames", ctypes.c_int), ("height", ctypes.c_int),
-                ("width", ctypes.c_int), ("channels", ctypes.c_int), ("fps", ctypes.c_int), ("timings", Timings)]
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("size", ctypes.c_size_t),
+        ("frames", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("channels", ctypes.c_int),
+        ("fps", ctypes.c_int),
+        ("timings", Timings),
+    ]
 
 
 class Params(ctypes.Structure):
     """t2v_generate_params."""
 
-    _fields_ = [("struct_size", ctypes.c_uint32), ("prompt", ctypes.c_char_p), ("negative_prompt", ctypes.c_char_p),
-                ("steps", ctypes.c_int), ("guidance", ctypes.c_double), ("frames", ctypes.c_int), ("height", ctypes.c_int),
-                ("width", ctypes.c_int), ("seed", ctypes.c_int64), ("sampler", ctypes.c_char_p), ("fps", ctypes.c_int),
-                ("progress", ctypes.c_void_p), ("progress_user", ctypes.c_void_p)]
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("prompt", ctypes.c_char_p),
+        ("negative_prompt", ctypes.c_char_p),
+        ("steps", ctypes.c_int),
+        ("guidance", ctypes.c_double),
+        ("frames", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("seed", ctypes.c_int64),
+        ("sampler", ctypes.c_char_p),
+        ("fps", ctypes.c_int),
+        ("progress", ctypes.c_void_p),
+        ("progress_user", ctypes.c_void_p),
+    ]
 
 
 def overhead(lib_path: Path, engines: Path, runs: int) -> dict[str, float]:
@@ -82,8 +101,9 @@ def throughput(build: Path, engines: Path, requests: int) -> list[dict[str, floa
         for workers in (1, 2, 4, 8):
             out = Path(tmp) / str(workers)
             out.mkdir()
-            proc = subprocess.run([str(build / "t2v_service_example"), str(engines), str(reqs), str(out), str(workers)],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [str(build / "t2v_service_example"), str(engines), str(reqs), str(out), str(workers)], capture_output=True, text=True, check=True
+            )
             summary = proc.stdout.strip().splitlines()[-1].split()
             wall = float(summary[3])
             outputs[workers] = [(out / f"{i}.rgb").read_bytes() for i in range(requests)]
@@ -106,8 +126,14 @@ def memory(build: Path, engines: Path) -> dict[str, float]:
     gen = str(build / "t2v_generate_example")
     runtime_only = max_rss_mb([gen, "/nonexistent", "x", os.devnull])
     c_generate = max_rss_mb([gen, str(engines), PROMPT.decode(), os.devnull])
-    py_generate = max_rss_mb([sys.executable, "-c", "from t2vtrt.runtime.pipeline import Pipeline; import sys; "
-                              f"Pipeline.from_dir(sys.argv[1])({PROMPT.decode()!r})", str(engines)])
+    py_generate = max_rss_mb(
+        [
+            sys.executable,
+            "-c",
+            f"from t2vtrt.runtime.pipeline import Pipeline; import sys; Pipeline.from_dir(sys.argv[1])({PROMPT.decode()!r})",
+            str(engines),
+        ]
+    )
     return {"runtime_only_mb": runtime_only, "c_generate_mb": c_generate, "python_generate_mb": py_generate}
 
 
@@ -124,18 +150,23 @@ def main() -> None:
     ovh = overhead(args.build / "libt2vtrt.so", args.engines, args.runs)
     rows = throughput(args.build, args.engines, args.requests)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    print(f"host: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}; engines {args.engines}; "
-          f"{time.strftime('%Y-%m-%d')}\n")
+    print(f"host: {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}; engines {args.engines}; {time.strftime('%Y-%m-%d')}\n")
     print(f"overhead, default generation, median of {args.runs} alternating runs in one process:")
-    print(f"  Pipeline.generate {ovh['python_s']:.4f} s, t2v_generate via ctypes {ovh['abi_s']:.4f} s, ratio {ovh['ratio']:.4f} "
-          f"({(ovh['ratio'] - 1) * 100:+.2f} %); inside the library (call_s - total_s) {ovh['inner_overhead_ms']:.3f} ms\n")
+    print(
+        f"  Pipeline.generate {ovh['python_s']:.4f} s, t2v_generate via ctypes {ovh['abi_s']:.4f} s, ratio {ovh['ratio']:.4f} "
+        f"({(ovh['ratio'] - 1) * 100:+.2f} %); inside the library (call_s - total_s) {ovh['inner_overhead_ms']:.3f} ms\n"
+    )
     print(f"| concurrent workers | {args.requests} requests wall s | requests/s | vs serial | bytes equal serial |")
     print("|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['workers']} | {row['wall_s']:.2f} | {row['req_per_s']:.3f} | {row['req_per_s'] / rows[0]['req_per_s']:.2f}x "
-              f"| {'yes' if row['identical'] else 'NO'} |")
-    print(f"\npeak RSS: C host, runtime only (interpreter + runtime imports) {mem['runtime_only_mb']:.0f} MB; C host, one "
-          f"default generation {mem['c_generate_mb']:.0f} MB; Python process, same generation {mem['python_generate_mb']:.0f} MB")
+        print(
+            f"| {row['workers']} | {row['wall_s']:.2f} | {row['req_per_s']:.3f} | {row['req_per_s'] / rows[0]['req_per_s']:.2f}x "
+            f"| {'yes' if row['identical'] else 'NO'} |"
+        )
+    print(
+        f"\npeak RSS: C host, runtime only (interpreter + runtime imports) {mem['runtime_only_mb']:.0f} MB; C host, one "
+        f"default generation {mem['c_generate_mb']:.0f} MB; Python process, same generation {mem['python_generate_mb']:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

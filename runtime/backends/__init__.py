@@ -40,8 +40,10 @@ class CheckedSession:
         except T2VError:
             raise
         except Exception as exc:  # onnxruntime / TensorRT raise their own types, with multi-line messages
-            raise T2VError(f"{self.name}: the engine failed to run ({type(exc).__name__}: {first_line(exc)}); "
-                           "rebuild the target with `make engines` and keep hash checks on") from exc
+            raise T2VError(
+                f"{self.name}: the engine failed to run ({type(exc).__name__}: {first_line(exc)}); "
+                "rebuild the target with `make engines` and keep hash checks on"
+            ) from exc
 
     def close(self) -> None:
         """Release the engine."""
@@ -61,8 +63,10 @@ def open_session(manifest: Manifest, component: str, precision: str | None = Non
     except T2VError:
         raise
     except Exception as exc:  # a damaged or foreign file (only reachable with verify_hashes=False)
-        raise T2VError(f"{path} cannot be loaded by {backend} ({type(exc).__name__}: {first_line(exc)}): the file is damaged "
-                       "or not a graph of this target; rebuild it with `make engines` (and keep hash checks on)") from exc
+        raise T2VError(
+            f"{path} cannot be loaded by {backend} ({type(exc).__name__}: {first_line(exc)}): the file is damaged "
+            "or not a graph of this target; rebuild it with `make engines` (and keep hash checks on)"
+        ) from exc
     return CheckedSession(component, manifest.component(component), inner)
 
 

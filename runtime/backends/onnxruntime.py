@@ -48,7 +48,8 @@ def _providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def open_session(path: Path, component: dict[str, Any], variant: dict[str, Any], manifest: Manifest,
-                 threads: int | None = None, **_: Any) -> OrtSession:
+def open_session(
+    path: Path, component: dict[str, Any], variant: dict[str, Any], manifest: Manifest, threads: int | None = None, **_: Any
+) -> OrtSession:
     """Open one ONNX variant."""
     return OrtSession(path, _providers(), threads)

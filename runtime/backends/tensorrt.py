@@ -26,12 +26,13 @@ import numpy as np
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import Manifest
 
-INSTALL_HINT = ("pip install -e '.[gpu]' (CUDA 12, driver r535+) or '.[gpu-cu13]' (CUDA 13, driver r580+); "
-                "tensorrt-lean instead of tensorrt for a runtime-only service")
+INSTALL_HINT = (
+    "pip install -e '.[gpu]' (CUDA 12, driver r535+) or '.[gpu-cu13]' (CUDA 13, driver r580+); "
+    "tensorrt-lean instead of tensorrt for a runtime-only service"
+)
 MODULES = ("tensorrt", "tensorrt_lean")  # preference order; a process keeps whichever it loaded first
 # trt.DataType name -> numpy dtype (kept here: tensorrt_lean may lack trt.nptype); ml_dtypes ones load on use.
-DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
-          "UINT8": np.uint8, "BOOL": np.bool_}
+DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 ML_DTYPES = {"BF16": "bfloat16", "FP8": "float8_e4m3fn"}
 # The process-wide TensorRT logger, made once (TensorRT keeps the first and warns on every later one).
 _PROCESS: dict[str, Any] = {}
@@ -67,8 +68,10 @@ def check_version(trt: Any, variant: dict[str, Any], version_compatible: bool, f
     """Refuse, in one line, an engine this TensorRT module cannot run (rules in the module docstring)."""
     built, installed, lean = variant.get("tensorrt_version"), trt.__version__, trt.__name__ == "tensorrt_lean"
     if lean and not version_compatible:
-        raise T2VError(f"{file} is not version-compatible, so tensorrt_lean {installed} cannot run it: install "
-                       f"tensorrt {built or ''} (pip install -e '.[gpu]') or rebuild with `t2vtrt engines --version-compatible`")
+        raise T2VError(
+            f"{file} is not version-compatible, so tensorrt_lean {installed} cannot run it: install "
+            f"tensorrt {built or ''} (pip install -e '.[gpu]') or rebuild with `t2vtrt engines --version-compatible`"
+        )
     if not built:
         return
     have, want = _version(installed)[:3], _version(built)[:3]
@@ -216,8 +219,9 @@ def cuda_api() -> CudaRuntime | PolygraphyCuda:
     except ImportError as exc:
         raise T2VError(f"the TensorRT backend needs CUDA bindings: {INSTALL_HINT}") from exc
     except Exception as exc:  # noqa: BLE001 - OSError from ctypes.CDLL, PolygraphyException from its logger
-        raise T2VError(f"cuda-python is not installed and polygraphy's fallback could not load libcudart.so "
-                       f"({_first_line(exc)}): {INSTALL_HINT}") from exc
+        raise T2VError(
+            f"cuda-python is not installed and polygraphy's fallback could not load libcudart.so ({_first_line(exc)}): {INSTALL_HINT}"
+        ) from exc
 
 
 def _native_handle() -> Any:
@@ -288,8 +292,10 @@ class TrtSession:
         host = np.ascontiguousarray(array, dtype=self._dtype(name))
         if not self.context.set_input_shape(name, tuple(host.shape)):
             lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
-            raise T2VError(f"{self.file}: input {name!r} shape {tuple(host.shape)} is outside the built profile "
-                           f"[{tuple(lo)}, {tuple(hi)}]; pick a size inside it or rebuild the engines wider")
+            raise T2VError(
+                f"{self.file}: input {name!r} shape {tuple(host.shape)} is outside the built profile "
+                f"[{tuple(lo)}, {tuple(hi)}]; pick a size inside it or rebuild the engines wider"
+            )
         ptr = self._buffer(name, host.nbytes)
         self.cuda.to_device(ptr, host, self.stream)
         self.context.set_tensor_address(name, ptr)

@@ -2,6 +2,7 @@
 
 Only numpy and the standard library are imported here: a service runs these without torch.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -26,9 +27,7 @@ class Scheduler(Protocol):
 
     def scale_model_input(self, sample: np.ndarray, timestep: Any) -> np.ndarray: ...
 
-    def step(
-        self, model_output: np.ndarray, timestep: Any, sample: np.ndarray, noise: np.ndarray | None = None
-    ) -> np.ndarray: ...
+    def step(self, model_output: np.ndarray, timestep: Any, sample: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray: ...
 
 
 SAMPLERS: dict[str, Callable[..., Scheduler]] = {
@@ -40,9 +39,7 @@ SAMPLERS: dict[str, Callable[..., Scheduler]] = {
 }
 
 
-def make_scheduler(
-    name: str, config: Mapping[str, Any], prediction_type: str | None = None, **overrides: Any
-) -> Scheduler:
+def make_scheduler(name: str, config: Mapping[str, Any], prediction_type: str | None = None, **overrides: Any) -> Scheduler:
     """The sampler `name` built from a diffusers scheduler_config.json dict; overrides (e.g. eta=) win over config."""
     factory = SAMPLERS.get(name)
     if factory is None:

@@ -4,6 +4,7 @@ The tables are built in float32 exactly the way diffusers' torch code builds the
 because every later step multiplies by them: a one-ulp drift in alphas_cumprod
 shows up as a 1e-6 drift in the sample.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -51,10 +52,7 @@ def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarr
     def alpha_bar(t: float) -> float:
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
-    betas = [
-        min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta)
-        for i in range(num_train_timesteps)
-    ]
+    betas = [min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta) for i in range(num_train_timesteps)]
     return np.array(betas, dtype=F32)
 
 
@@ -75,9 +73,7 @@ def make_betas(
         return root * root
     if beta_schedule == "squaredcos_cap_v2":
         return _cosine_betas(num_train_timesteps)
-    raise ValueError(
-        f"beta_schedule {beta_schedule!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2"
-    )
+    raise ValueError(f"beta_schedule {beta_schedule!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2")
 
 
 def cumprod32(alphas: np.ndarray) -> np.ndarray:
@@ -127,9 +123,7 @@ def reject_unsupported(options: Mapping[str, Any], defaults: Mapping[str, Any], 
             raise ValueError(f"{sampler}: {key}={value!r} is not supported (only {default!r})")
 
 
-def from_config(
-    cls: Callable[..., T], unsupported: Mapping[str, Any], config: Mapping[str, Any], **overrides: Any
-) -> T:
+def from_config(cls: Callable[..., T], unsupported: Mapping[str, Any], config: Mapping[str, Any], **overrides: Any) -> T:
     """Build cls from a scheduler_config.json dict like diffusers' from_config: unknown keys are dropped."""
     merged = {**config, **overrides}
     reject_unsupported(merged, unsupported, getattr(cls, "__name__", str(cls)))

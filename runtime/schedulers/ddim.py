@@ -1,4 +1,5 @@
 """DDIM in numpy, step for step the arithmetic of diffusers' DDIMScheduler (float32 throughout, as diffusers is)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -101,9 +102,7 @@ class DDIMScheduler:
         """alphas_cumprod one step on; past t=0 it is final_alpha_cumprod."""
         return self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
 
-    def _predict(
-        self, model_output: np.ndarray, sample: np.ndarray, alpha_t: np.float32
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, model_output: np.ndarray, sample: np.ndarray, alpha_t: np.float32) -> tuple[np.ndarray, np.ndarray]:
         """(predicted x0, predicted noise) from the model output."""
         beta_t = f32(1.0) - alpha_t
         if self.prediction_type == "epsilon":

@@ -2,6 +2,7 @@
 
 Scalars are float32 and combined in diffusers' operation order, so the result matches to float32 rounding.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, cast
@@ -39,9 +40,7 @@ UNSUPPORTED: dict[str, Any] = {
 }
 
 
-def dpm_timesteps(
-    num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int, last_timestep: int
-) -> np.ndarray:
+def dpm_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int, last_timestep: int) -> np.ndarray:
     """DPMSolverMultistepScheduler.set_timesteps' integer timesteps before any sigma conversion."""
     if spacing == "linspace":
         ts = np.linspace(0, last_timestep - 1, num_inference_steps + 1).round()[::-1][:-1]
@@ -260,9 +259,7 @@ class DPMSolverMultistepScheduler:
     def _use_first_order(self) -> bool:
         """diffusers' rule: first order at the start, and at the end for short runs or a zero final sigma."""
         final = self._step_index == len(self._timesteps_int) - 1 and (
-            self.euler_at_final
-            or (self.lower_order_final and len(self._timesteps_int) < 15)
-            or self.final_sigmas_type == "zero"
+            self.euler_at_final or (self.lower_order_final and len(self._timesteps_int) < 15) or self.final_sigmas_type == "zero"
         )
         return self.solver_order == 1 or self.lower_order_nums < 1 or final
 

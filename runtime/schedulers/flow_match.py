@@ -3,6 +3,7 @@
 The model predicts the velocity v = noise - x0 along x_sigma = (1 - sigma) * x0 + sigma * noise,
 so one Euler step is x + (sigma_next - sigma) * v.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping

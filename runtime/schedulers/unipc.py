@@ -7,6 +7,7 @@ model output the predictor's step produced, so each step costs one model call. T
 - the VP schedule of the betas (epsilon, v_prediction or sample models such as the UNet3D family).
 Scalars are float32 and combined in diffusers' operation order, so the result matches to float32 rounding.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, cast
@@ -161,8 +162,7 @@ class UniPCMultistepScheduler:
             ts = sigmas * self.num_train_timesteps
             last = sigmas[-1] if self.final_sigmas_type == "sigma_min" else 0.0
         else:
-            ts = dpm_timesteps(self.num_train_timesteps, num_inference_steps, self.timestep_spacing,
-                               self.steps_offset, self.num_train_timesteps)
+            ts = dpm_timesteps(self.num_train_timesteps, num_inference_steps, self.timestep_spacing, self.steps_offset, self.num_train_timesteps)
             sigmas = np.interp(ts, np.arange(0, len(self.train_sigmas)), self.train_sigmas)
             last = self.train_sigmas[0] if self.final_sigmas_type == "sigma_min" else 0.0
         self.sigmas = np.concatenate([sigmas, [last]]).astype(F32)
@@ -200,8 +200,7 @@ class UniPCMultistepScheduler:
             return model_output
         return alpha_t * sample - sigma_t * model_output
 
-    def _differences(self, base: int, order: int, lambda_s0: np.float32, h: np.float32
-                     ) -> tuple[list[np.float32], list[np.ndarray]]:
+    def _differences(self, base: int, order: int, lambda_s0: np.float32, h: np.float32) -> tuple[list[np.float32], list[np.ndarray]]:
         """rks and D1s of the earlier outputs: (lambda_si - lambda_s0) / h and (m_i - m0) / r_i, for i < order."""
         outputs = cast("list[np.ndarray]", self.model_outputs)  # the last `order` are kept by now
         m0 = outputs[-1]

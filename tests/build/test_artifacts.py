@@ -12,8 +12,7 @@ from t2vtrt.build.artifacts import ArtifactPaths, build_lock
 
 def test_second_build_waits_for_the_lock(tiny_paths: ArtifactPaths, tmp_path: Path) -> None:
     """While a build holds the model's lock, `t2vtrt surgery` on it waits, says so, then runs once released."""
-    cmd = [str(Path(sys.executable).with_name("t2vtrt")), "--quiet", "surgery", "--model", "tiny",
-           "--artifacts", str(tiny_paths.root.parent)]
+    cmd = [str(Path(sys.executable).with_name("t2vtrt")), "--quiet", "surgery", "--model", "tiny", "--artifacts", str(tiny_paths.root.parent)]
     with build_lock(tiny_paths.root):
         waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
@@ -25,8 +24,7 @@ def test_second_build_waits_for_the_lock(tiny_paths: ArtifactPaths, tmp_path: Pa
 
 def test_bad_model_name_leaves_no_folder(tmp_path: Path) -> None:
     """The lock lives in artifacts/.locks/, so a refused model name leaves no artifacts/<name>/ behind."""
-    cmd = [str(Path(sys.executable).with_name("t2vtrt")), "--quiet", "export", "--model", "no-such-model",
-           "--artifacts", str(tmp_path)]
+    cmd = [str(Path(sys.executable).with_name("t2vtrt")), "--quiet", "export", "--model", "no-such-model", "--artifacts", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error:"), result.stderr
     assert not (tmp_path / "no-such-model").exists()

@@ -31,7 +31,7 @@ def loaded(tiny_paths: ArtifactPaths, tmp_path_factory: pytest.TempPathFactory):
     """The tiny model's torch modules, loaded through the family loader."""
     family = get_family("unet3d")
     model = family.load(tiny_paths.model_dir, tmp_path_factory.mktemp("work"))
-    return model, family.component_specs(model, EMBEDDED["tiny"].ranges)
+    return model, family.component_specs(model.config, EMBEDDED["tiny"].ranges)
 
 
 @pytest.mark.parametrize("kind", ["", "opt"])

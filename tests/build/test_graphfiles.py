@@ -11,8 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from t2vtrt.build import graphfiles
-from t2vtrt.build.graphfiles import (ALIGN, DiskValues, consolidate, import_graph, is_external, load_graph, on_disk,
-                                     save_graph, spill_constants)
+from t2vtrt.build.graphfiles import ALIGN, DiskValues, consolidate, import_graph, is_external, load_graph, on_disk, save_graph, spill_constants
 from t2vtrt.build.surgery._graph import const_values
 from t2vtrt.runtime.errors import T2VError
 
@@ -27,8 +26,11 @@ def _graph() -> gs.Graph:
     y = gs.Variable("y", dtype=np.float32, shape=[2, 64])
     w1, w2 = (gs.Constant(n, rng.standard_normal((64, 64)).astype(np.float32)) for n in ("w1", "w2"))
     b = gs.Constant("b", rng.standard_normal(64).astype(np.float32))
-    nodes = [gs.Node("MatMul", inputs=[x, w1], outputs=[h]), gs.Node("Add", inputs=[h, b], outputs=[z]),
-             gs.Node("MatMul", inputs=[z, w2], outputs=[y])]
+    nodes = [
+        gs.Node("MatMul", inputs=[x, w1], outputs=[h]),
+        gs.Node("Add", inputs=[h, b], outputs=[z]),
+        gs.Node("MatMul", inputs=[z, w2], outputs=[y]),
+    ]
     return gs.Graph(nodes=nodes, inputs=[x], outputs=[y], opset=17, ir_version=8)
 
 
@@ -42,8 +44,7 @@ def exporter_style(tmp_path: Path) -> Path:
     """The graph saved the way torch.onnx.export saves > 2 GB models: one file per tensor beside it."""
     path = tmp_path / "src" / "m.onnx"
     path.parent.mkdir()
-    onnx.save(gs.export_onnx(_graph()), str(path), save_as_external_data=True, all_tensors_to_one_file=False,
-              size_threshold=0)
+    onnx.save(gs.export_onnx(_graph()), str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
     return path
 
 
@@ -83,8 +84,7 @@ def test_constants_are_read_from_disk_only_when_looked_at(exporter_style: Path) 
     graph = import_graph(exporter_style, inline_bytes=1024)
     w1 = graph.tensors()["w1"]
     assert on_disk(w1)
-    np.testing.assert_array_equal(const_values(w1), onnx.numpy_helper.to_array(
-        onnx.load(str(exporter_style)).graph.initializer[0]))
+    np.testing.assert_array_equal(const_values(w1), onnx.numpy_helper.to_array(onnx.load(str(exporter_style)).graph.initializer[0]))
     assert on_disk(w1)  # a look does not keep the array
 
 

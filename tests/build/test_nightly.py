@@ -22,18 +22,22 @@ SMALL_EVAL = EvalSet(prompts=("a red balloon rising over a lake",), seeds=(0,), 
 @pytest.fixture()
 def copy_build(tiny_paths: ArtifactPaths):  # type: ignore[no-untyped-def]
     """A build callable that copies the session's already-built tiny stages (the real from-scratch build costs ~15 s)."""
+
     def build(model: str, target: str, root: Path) -> Path:
         shutil.copytree(tiny_paths.root, root / model, ignore=shutil.ignore_patterns("reports", "golden", "logs"))
         return ArtifactPaths(root / model).engines_dir(target)
+
     return build
 
 
 def fake_bench(total_s: float):  # type: ignore[no-untyped-def]
     """A bench callable writing a bench.json shaped like `make bench`'s."""
+
     def bench(model: str, root: Path) -> None:
         reports = ArtifactPaths(root / model).reports_dir
         reports.mkdir(parents=True, exist_ok=True)
         (reports / "bench.json").write_text(json.dumps({"sides": {"fp32": {"total_s": total_s}}, "runtime_vs_diffusers_speedup": 3.0}))
+
     return bench
 
 

@@ -114,17 +114,21 @@ def _autocast(source: Path, precision_name: str, feed: dict, work: Path) -> Path
 
     np.savez(work / "calibration.npz", **feed)
     with contextlib.chdir(work):
-        model = convert_to_mixed_precision(str(source), low_precision_type=precision_name, keep_io_types=True,
-                                           op_types_to_exclude=list(precision.KEEP_FP32_OPS),
-                                           data_max=precision.DATA_MAX, calibration_data=str(work / "calibration.npz"))
+        model = convert_to_mixed_precision(
+            str(source),
+            low_precision_type=precision_name,
+            keep_io_types=True,
+            op_types_to_exclude=list(precision.KEEP_FP32_OPS),
+            data_max=precision.DATA_MAX,
+            calibration_data=str(work / "calibration.npz"),
+        )
     del model.graph.value_info[:]
     onnx.save(model, str(work / "autocast.onnx"))
     return work / "autocast.onnx"
 
 
 @pytest.mark.parametrize(("component", "one_file"), [("denoiser", False), ("vae_decoder", False), ("vae_decoder", True)])
-def test_weights_on_disk_conversion_is_autocasts(tiny_paths: ArtifactPaths, tmp_path: Path, monkeypatch,
-                                                 component: str, one_file: bool) -> None:
+def test_weights_on_disk_conversion_is_autocasts(tiny_paths: ArtifactPaths, tmp_path: Path, monkeypatch, component: str, one_file: bool) -> None:
     """The conversion with every weight left on disk (none read in, one .data out) computes exactly what AutoCast's
     whole-graph conversion does: the same ops in the same precisions, bit-identical outputs. A graph saved in one
     file has its weights moved out first, then goes the same way."""
@@ -141,8 +145,13 @@ def test_weights_on_disk_conversion_is_autocasts(tiny_paths: ArtifactPaths, tmp_
     if one_file:  # its weights are moved to the work folder first
         shutil.copy(tiny_paths.onnx(component, "opt"), source)
     else:
-        onnx.save(onnx.load(str(tiny_paths.onnx(component, "opt"))), str(source), save_as_external_data=True,
-                  location=source.name + ".data", size_threshold=0)
+        onnx.save(
+            onnx.load(str(tiny_paths.onnx(component, "opt"))),
+            str(source),
+            save_as_external_data=True,
+            location=source.name + ".data",
+            size_threshold=0,
+        )
     expected = _autocast(tiny_paths.onnx(component, "opt"), "fp16", feeds[0], tmp_path)
     monkeypatch.setattr(graphfiles, "INLINE_BYTES", 1024)  # every weight is a placeholder while AutoCast runs
     monkeypatch.setattr(graphfiles, "EXTERNAL_DATA_BYTES", 0)

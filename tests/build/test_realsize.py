@@ -21,8 +21,7 @@ def _meta_counts() -> dict[str, int]:
         text = CLIPTextModel(CLIPTextConfig(**realsize.TEXT_ENCODER))
         unet = UNet3DConditionModel(cross_attention_dim=realsize.TEXT_ENCODER["hidden_size"], **realsize.UNET)
         vae = AutoencoderKL(**realsize.VAE)
-    return {name: sum(p.numel() for p in module.parameters()) for name, module in
-            (("text_encoder", text), ("unet", unet), ("vae", vae))}
+    return {name: sum(p.numel() for p in module.parameters()) for name, module in (("text_encoder", text), ("unet", unet), ("vae", vae))}
 
 
 def test_configs_give_the_published_sizes() -> None:

@@ -52,8 +52,14 @@ def test_vram_table_reads_a_real_dry_run_plan(tmp_path: Path) -> None:
     assert set(table["components"]) == {"text_encoder", "denoiser", "vae_decoder"}
     assert all(c["weights_gib"] >= 0 and c["built"] for c in table["components"].values())
     assert table["gib"]["total"] > 0 and isinstance(table["fits"], bool)
-    report = {"model": "m", "host": {"cpu": "cpu", "cores": 2}, "weights_fp32_bytes": 2**30, "int8": False,
-              "stages": [{"name": "export", "wall_s": 12.0, "peak_rss": 2**31, "returncode": 0}], "plans": {"rtx4060": table}}
+    report = {
+        "model": "m",
+        "host": {"cpu": "cpu", "cores": 2},
+        "weights_fp32_bytes": 2**30,
+        "int8": False,
+        "stages": [{"name": "export", "wall_s": 12.0, "peak_rss": 2**31, "returncode": 0}],
+        "plans": {"rtx4060": table},
+    }
     text = "\n".join(rr.markdown(report))
     assert "| export | 12 s | 2.00 GiB | 2.00 | ok |" in text and "## rtx4060:" in text and "| denoiser |" in text
 

@@ -12,8 +12,16 @@ from t2vtrt.build.artifacts import ArtifactPaths
 
 # Smaller than budgets.json's 'tiny' so the whole module stays well inside its time budget; the tools'
 # own calibration pass sees cropped feeds (tool_frames), so every structure and gate check covers that path.
-TEST_BUDGET = {"prompts": 8, "samples": 32, "eval_prompts": 2, "eval_samples": 8, "sweep_samples": 4,
-               "video_prompts": 1, "tool_samples": 2, "tool_frames": 2}
+TEST_BUDGET = {
+    "prompts": 8,
+    "samples": 32,
+    "eval_prompts": 2,
+    "eval_samples": 8,
+    "sweep_samples": 4,
+    "video_prompts": 1,
+    "tool_samples": 2,
+    "tool_frames": 2,
+}
 
 
 def small_budget() -> Any:

@@ -43,12 +43,15 @@ def test_modelopt_reads_our_cache(tmp_path: Path) -> None:
     assert imported == {f"{k}_scale": v for k, v in read_cache(path)[1].items()}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "not a TensorRT calibration cache"),
-    ("hello\nx: 3f800000\n", "not a TensorRT calibration cache"),
-    ("TRT-100300-EntropyCalibration2\n", "names no tensors"),
-    ("TRT-100300-EntropyCalibration2\nx: 3f80\n", "8 hex digits"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "not a TensorRT calibration cache"),
+        ("hello\nx: 3f800000\n", "not a TensorRT calibration cache"),
+        ("TRT-100300-EntropyCalibration2\n", "names no tensors"),
+        ("TRT-100300-EntropyCalibration2\nx: 3f80\n", "8 hex digits"),
+    ],
+)
 def test_malformed_caches(tmp_path: Path, text: str, message: str) -> None:
     """Each malformed cache is one line naming the problem."""
     path = tmp_path / "bad.cache"

@@ -92,8 +92,9 @@ def test_select_steps_spreads_samples(prompts: int, steps: int, samples: int) ->
     assert sum(bool(k) for k in keep) == min(prompts, total)
 
 
-@pytest.mark.parametrize("prompts, steps, samples, expected", [(1, 10, 4, [0, 3, 6, 9]), (2, 10, 8, [0, 1, 3, 4, 5, 6, 8, 9]),
-                                                               (1, 10, 2, [0, 9]), (3, 25, 1, [0])])
+@pytest.mark.parametrize(
+    "prompts, steps, samples, expected", [(1, 10, 4, [0, 3, 6, 9]), (2, 10, 8, [0, 1, 3, 4, 5, 6, 8, 9]), (1, 10, 2, [0, 9]), (3, 25, 1, [0])]
+)
 def test_select_steps_fewer_samples_than_steps(prompts: int, steps: int, samples: int, expected: list[int]) -> None:
     """Fewer calls than steps still span the trajectory, the last (cleanest) step included, one call per step."""
     keep = select_steps(prompts, steps, samples)
@@ -112,8 +113,7 @@ def test_spread_picks_calls_over_timesteps() -> None:
 def _feeds(count: int) -> list[dict[str, np.ndarray]]:
     """Small fake denoiser feeds."""
     rng = np.random.default_rng(0)
-    return [{"sample": rng.standard_normal((2, 4, 1, 2, 2), dtype=np.float32), "timestep": np.full((2,), i, np.float32)}
-            for i in range(count)]
+    return [{"sample": rng.standard_normal((2, 4, 1, 2, 2), dtype=np.float32), "timestep": np.full((2,), i, np.float32)} for i in range(count)]
 
 
 def test_capture_file_round_trip(tmp_path: Path) -> None:

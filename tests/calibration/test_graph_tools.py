@@ -21,9 +21,13 @@ from qdq_scales import activation_scales  # tests/support
 def qdq_conv_graph() -> onnx.ModelProto:
     """x -Q/DQ-> Conv(W -Q/DQ->) -> Relu -> y: one activation and one per-channel weight quantizer."""
     w = np.ones((2, 1, 1, 1), np.float32)
-    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.float32(0.1), "x_scale"),
-             numpy_helper.from_array(np.int8(0), "x_zp"), numpy_helper.from_array(np.array([0.01, 0.02], np.float32), "W_scale"),
-             numpy_helper.from_array(np.zeros(2, np.int8), "W_zp")]
+    inits = [
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(np.float32(0.1), "x_scale"),
+        numpy_helper.from_array(np.int8(0), "x_zp"),
+        numpy_helper.from_array(np.array([0.01, 0.02], np.float32), "W_scale"),
+        numpy_helper.from_array(np.zeros(2, np.int8), "W_zp"),
+    ]
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"], name="x_Q"),
         helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"], name="x_DQ"),
@@ -32,8 +36,13 @@ def qdq_conv_graph() -> onnx.ModelProto:
         helper.make_node("Conv", ["x_dq", "W_dq"], ["c"], name="/model/down_blocks.0/resnets.0/conv1/Conv"),
         helper.make_node("Relu", ["c"], ["y"], name="/model/down_blocks.0/resnets.0/act/Relu"),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
 
 
@@ -70,11 +79,18 @@ def test_strip_qdq_restores_float_inputs() -> None:
 
 def test_layer_groups_from_family_data() -> None:
     """Default patterns first, then block/kind from the family's regexes."""
-    family = SimpleNamespace(SENSITIVE_LAYERS=("conv_in", "norm"), BLOCK_PATTERN=r"^/model/(down_blocks\.\d+|conv_in)/",
-                             LAYER_KINDS=(("resnet", r"/resnets\.\d+/"), ("attention", r"/attentions\.\d+/")))
-    nodes = {"/model/conv_in/Conv": "Conv", "/model/down_blocks.0/resnets.0/conv1/Conv": "Conv",
-             "/model/down_blocks.0/resnets.0/norm1/LayerNormalization": "LayerNormalization",
-             "/model/down_blocks.0/attentions.0/proj_in/MatMul": "MatMul", "/model/up/x/Add": "Add"}
+    family = SimpleNamespace(
+        SENSITIVE_LAYERS=("conv_in", "norm"),
+        BLOCK_PATTERN=r"^/model/(down_blocks\.\d+|conv_in)/",
+        LAYER_KINDS=(("resnet", r"/resnets\.\d+/"), ("attention", r"/attentions\.\d+/")),
+    )
+    nodes = {
+        "/model/conv_in/Conv": "Conv",
+        "/model/down_blocks.0/resnets.0/conv1/Conv": "Conv",
+        "/model/down_blocks.0/resnets.0/norm1/LayerNormalization": "LayerNormalization",
+        "/model/down_blocks.0/attentions.0/proj_in/MatMul": "MatMul",
+        "/model/up/x/Add": "Add",
+    }
     groups = {g.name: g for g in layer_groups(nodes, family)}
     assert set(groups) == {"default:conv_in", "default:norm", "down_blocks.0/resnet", "down_blocks.0/attention", "other/other"}
     assert groups["default:norm"].default_pattern == "norm"
@@ -89,17 +105,23 @@ def write_plan(path: Path, groups: list[dict]) -> Path:
 
 def test_plan_decisions(tmp_path: Path) -> None:
     """FP16 nodes are the fp16 groups' nodes (a node named by both kinds of group falls back)."""
-    plan = load_plan(write_plan(tmp_path / "p.json", [{"name": "a", "nodes": ["n1", "n2"], "decision": "fp16"},
-                                                      {"name": "b", "nodes": ["n2", "n3"], "decision": "int8"}]))
+    plan = load_plan(
+        write_plan(
+            tmp_path / "p.json", [{"name": "a", "nodes": ["n1", "n2"], "decision": "fp16"}, {"name": "b", "nodes": ["n2", "n3"], "decision": "int8"}]
+        )
+    )
     assert fp16_nodes(plan) == ["n1", "n2"]
     check_plan_nodes(plan, {"n1", "n2", "n3"}, "g.onnx")
 
 
-@pytest.mark.parametrize("groups, message", [
-    ([], "no 'groups' list"),
-    ([{"name": "a", "decision": "fp16"}], "needs a 'nodes' list"),
-    ([{"name": "a", "nodes": [], "decision": "fp8"}], "decision 'fp8'"),
-])
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ([], "no 'groups' list"),
+        ([{"name": "a", "decision": "fp16"}], "needs a 'nodes' list"),
+        ([{"name": "a", "nodes": [], "decision": "fp8"}], "decision 'fp8'"),
+    ],
+)
 def test_malformed_plans(tmp_path: Path, groups: list[dict], message: str) -> None:
     """A broken hand edit is one line naming what is wrong."""
     with pytest.raises(T2VError, match=message):
@@ -120,12 +142,18 @@ def test_plan_naming_missing_nodes(tmp_path: Path) -> None:
 
 def test_strip_qdq_dequantizes_a_stored_integer_tensor() -> None:
     """A bias stored as int32 behind a DQ (shared with a quantized layer) becomes its float value again."""
-    inits = [numpy_helper.from_array(np.array([3, -2], np.int32), "b_q"), numpy_helper.from_array(np.float32(0.5), "b_scale"),
-             numpy_helper.from_array(np.int32(0), "b_zp")]
-    nodes = [helper.make_node("DequantizeLinear", ["b_q", "b_scale", "b_zp"], ["b"], name="b_DQ"),
-             helper.make_node("Add", ["x", "b"], ["y"], name="add")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
+    inits = [
+        numpy_helper.from_array(np.array([3, -2], np.int32), "b_q"),
+        numpy_helper.from_array(np.float32(0.5), "b_scale"),
+        numpy_helper.from_array(np.int32(0), "b_zp"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["b_q", "b_scale", "b_zp"], ["b"], name="b_DQ"),
+        helper.make_node("Add", ["x", "b"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits
+    )
     stripped = qdq.strip_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), {"add"})
     add = next(n for n in stripped.graph.node if n.name == "add")
     values = {t.name: numpy_helper.to_array(t) for t in stripped.graph.initializer}

@@ -226,8 +226,12 @@ def test_cli_unknown_method_is_one_line(calibrated) -> None:  # type: ignore[no-
     """`t2vtrt calibrate --method kl`: exit 2, one `error:` line, no traceback."""
     paths = calibrated[0]
     exe = shutil.which("t2vtrt", path=str(Path(sys.executable).parent)) or "t2vtrt"
-    result = subprocess.run([exe, "--quiet", "calibrate", "--model", "tiny", "--artifacts", str(paths.root.parent), "--method", "kl"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [exe, "--quiet", "calibrate", "--model", "tiny", "--artifacts", str(paths.root.parent), "--method", "kl"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: unknown calibration method 'kl': choose one of entropy, max, mse"]
 

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BUILD = REPO / "artifacts" / "shapes" / "engines" / "cpu"
 
 
-def run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None, cwd: Path | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a command; a failure fails the test with the command and the tail of its output."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     if check and proc.returncode != 0:
@@ -31,8 +32,12 @@ def run(cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None,
 
 def require_toolchain() -> None:
     """Fail (never skip) when what `make capi` needs is missing: these tests are part of `make test`."""
-    for tool, fix in (("cmake", "apt-get install cmake (3.20+)"), ("c++", "apt-get install g++"), ("cc", "apt-get install gcc"),
-                      ("make", "apt-get install make")):
+    for tool, fix in (
+        ("cmake", "apt-get install cmake (3.20+)"),
+        ("c++", "apt-get install g++"),
+        ("cc", "apt-get install gcc"),
+        ("make", "apt-get install make"),
+    ):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} not found: the C ABI tests compile libt2vtrt and C/C++ hosts; {fix}")
     import sysconfig
@@ -46,8 +51,20 @@ def build_capi(build_dir: Path, *cmake_args: str) -> Path:
     """`make capi` into build_dir (STAMP= : the running venv is the environment; never pip-install from a test)."""
     require_toolchain()
     args = " ".join(["-DT2VTRT_TEST_HOSTS=ON", *cmake_args])
-    run(["make", "--no-print-directory", "-C", str(REPO), "capi", "STAMP=", f"CAPI_BUILD={build_dir}", f"CAPI_ARGS={args}",
-         f"BIN={Path(sys.executable).parent}"], timeout=600)
+    run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(REPO),
+            "capi",
+            "STAMP=",
+            f"CAPI_BUILD={build_dir}",
+            f"CAPI_ARGS={args}",
+            f"BIN={Path(sys.executable).parent}",
+        ],
+        timeout=600,
+    )
     return build_dir
 
 
@@ -68,34 +85,76 @@ def host_env() -> dict[str, str]:
 
 # The status every bad input must get through the ABI (abi_checks.c prints one CHECK line per case).
 EXPECTED = {
-    "open_null_out": "T2V_INVALID_ARGUMENT", "open_null_dir": "T2V_INVALID_ARGUMENT", "open_empty_dir": "T2V_INVALID_ARGUMENT",
-    "options_init_null": "T2V_INVALID_ARGUMENT", "params_init_null": "T2V_INVALID_ARGUMENT",
-    "open_options_garbage": "T2V_INVALID_ARGUMENT", "open_threads_negative": "T2V_OUT_OF_RANGE",
-    "close_null": "T2V_INVALID_ARGUMENT", "close_garbage": "T2V_INVALID_ARGUMENT", "video_free_null": "T2V_INVALID_ARGUMENT",
-    "video_free_garbage": "T2V_INVALID_ARGUMENT", "video_free_zeroed": "T2V_OK",
-    "open_missing_dir": "T2V_NOT_FOUND", "open_corrupt_manifest": "T2V_CORRUPT_ARTIFACT",
-    "open_unknown_precision": "T2V_INVALID_ARGUMENT", "open_empty_precision": "T2V_INVALID_ARGUMENT", "open_ok": "T2V_OK",
-    "generate_null_pipeline": "T2V_INVALID_ARGUMENT", "generate_garbage_pipeline": "T2V_INVALID_ARGUMENT",
-    "generate_null_params": "T2V_INVALID_ARGUMENT", "generate_null_out": "T2V_INVALID_ARGUMENT",
-    "generate_params_garbage": "T2V_INVALID_ARGUMENT", "generate_params_uninitialised": "T2V_INVALID_ARGUMENT",
-    "empty_prompt": "T2V_INVALID_ARGUMENT", "blank_prompt": "T2V_INVALID_ARGUMENT", "null_prompt": "T2V_INVALID_ARGUMENT",
-    "invalid_utf8_prompt": "T2V_INVALID_ARGUMENT", "invalid_utf8_negative": "T2V_INVALID_ARGUMENT",
-    "steps_zero": "T2V_OUT_OF_RANGE", "steps_negative": "T2V_OUT_OF_RANGE", "steps_too_many": "T2V_OUT_OF_RANGE",
-    "frames_above_range": "T2V_OUT_OF_RANGE", "frames_zero": "T2V_OUT_OF_RANGE", "height_above_range": "T2V_OUT_OF_RANGE",
-    "width_below_range": "T2V_OUT_OF_RANGE", "width_not_multiple": "T2V_OUT_OF_RANGE",
-    "sampler_unknown": "T2V_INVALID_ARGUMENT", "sampler_empty": "T2V_INVALID_ARGUMENT",
-    "guidance_infinite": "T2V_OUT_OF_RANGE", "seed_negative": "T2V_OUT_OF_RANGE", "fps_zero": "T2V_OUT_OF_RANGE",
-    "reference_ok": "T2V_OK", "cancelled": "T2V_CANCELLED", "video_free_after_cancel": "T2V_OK", "after_cancel_ok": "T2V_OK",
-    "video_free_ok": "T2V_OK", "video_free_twice": "T2V_OK", "video_free_stale_copy": "T2V_INVALID_ARGUMENT",
-    "close_ok": "T2V_OK", "close_twice": "T2V_INVALID_ARGUMENT", "generate_closed": "T2V_INVALID_ARGUMENT",
+    "open_null_out": "T2V_INVALID_ARGUMENT",
+    "open_null_dir": "T2V_INVALID_ARGUMENT",
+    "open_empty_dir": "T2V_INVALID_ARGUMENT",
+    "options_init_null": "T2V_INVALID_ARGUMENT",
+    "params_init_null": "T2V_INVALID_ARGUMENT",
+    "open_options_garbage": "T2V_INVALID_ARGUMENT",
+    "open_threads_negative": "T2V_OUT_OF_RANGE",
+    "close_null": "T2V_INVALID_ARGUMENT",
+    "close_garbage": "T2V_INVALID_ARGUMENT",
+    "video_free_null": "T2V_INVALID_ARGUMENT",
+    "video_free_garbage": "T2V_INVALID_ARGUMENT",
+    "video_free_zeroed": "T2V_OK",
+    "open_missing_dir": "T2V_NOT_FOUND",
+    "open_corrupt_manifest": "T2V_CORRUPT_ARTIFACT",
+    "open_unknown_precision": "T2V_INVALID_ARGUMENT",
+    "open_empty_precision": "T2V_INVALID_ARGUMENT",
+    "open_ok": "T2V_OK",
+    "generate_null_pipeline": "T2V_INVALID_ARGUMENT",
+    "generate_garbage_pipeline": "T2V_INVALID_ARGUMENT",
+    "generate_null_params": "T2V_INVALID_ARGUMENT",
+    "generate_null_out": "T2V_INVALID_ARGUMENT",
+    "generate_params_garbage": "T2V_INVALID_ARGUMENT",
+    "generate_params_uninitialised": "T2V_INVALID_ARGUMENT",
+    "empty_prompt": "T2V_INVALID_ARGUMENT",
+    "blank_prompt": "T2V_INVALID_ARGUMENT",
+    "null_prompt": "T2V_INVALID_ARGUMENT",
+    "invalid_utf8_prompt": "T2V_INVALID_ARGUMENT",
+    "invalid_utf8_negative": "T2V_INVALID_ARGUMENT",
+    "steps_zero": "T2V_OUT_OF_RANGE",
+    "steps_negative": "T2V_OUT_OF_RANGE",
+    "steps_too_many": "T2V_OUT_OF_RANGE",
+    "frames_above_range": "T2V_OUT_OF_RANGE",
+    "frames_zero": "T2V_OUT_OF_RANGE",
+    "height_above_range": "T2V_OUT_OF_RANGE",
+    "width_below_range": "T2V_OUT_OF_RANGE",
+    "width_not_multiple": "T2V_OUT_OF_RANGE",
+    "sampler_unknown": "T2V_INVALID_ARGUMENT",
+    "sampler_empty": "T2V_INVALID_ARGUMENT",
+    "guidance_infinite": "T2V_OUT_OF_RANGE",
+    "seed_negative": "T2V_OUT_OF_RANGE",
+    "fps_zero": "T2V_OUT_OF_RANGE",
+    "reference_ok": "T2V_OK",
+    "cancelled": "T2V_CANCELLED",
+    "video_free_after_cancel": "T2V_OK",
+    "after_cancel_ok": "T2V_OK",
+    "video_free_ok": "T2V_OK",
+    "video_free_twice": "T2V_OK",
+    "video_free_stale_copy": "T2V_INVALID_ARGUMENT",
+    "close_ok": "T2V_OK",
+    "close_twice": "T2V_INVALID_ARGUMENT",
+    "generate_closed": "T2V_INVALID_ARGUMENT",
 }
 # A word each message must contain: it names the problem (and the manifest's fix where there is one).
 MUST_NAME = {
-    "open_missing_dir": "does not exist", "open_corrupt_manifest": "not valid JSON", "open_unknown_precision": "fp8-magic",
-    "empty_prompt": "prompt is empty", "null_prompt": "prompt is empty", "invalid_utf8_prompt": "UTF-8",
-    "steps_zero": "steps", "frames_above_range": "frames=999", "height_above_range": "height=4096",
-    "width_below_range": "width=8", "sampler_unknown": "euler-magic", "generate_params_uninitialised": "t2v_generate_params_init",
-    "cancelled": "cancelled", "seed_negative": "seed", "guidance_infinite": "guidance", "close_twice": "not an open handle",
+    "open_missing_dir": "does not exist",
+    "open_corrupt_manifest": "not valid JSON",
+    "open_unknown_precision": "fp8-magic",
+    "empty_prompt": "prompt is empty",
+    "null_prompt": "prompt is empty",
+    "invalid_utf8_prompt": "UTF-8",
+    "steps_zero": "steps",
+    "frames_above_range": "frames=999",
+    "height_above_range": "height=4096",
+    "width_below_range": "width=8",
+    "sampler_unknown": "euler-magic",
+    "generate_params_uninitialised": "t2v_generate_params_init",
+    "cancelled": "cancelled",
+    "seed_negative": "seed",
+    "guidance_infinite": "guidance",
+    "close_twice": "not an open handle",
 }
 
 
@@ -141,8 +200,9 @@ def test_library_exports_only_the_api(capi_build: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def abi_checks(capi_build: Path, tiny_engines: Path, tmp_path_factory: pytest.TempPathFactory,
-               host_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def abi_checks(
+    capi_build: Path, tiny_engines: Path, tmp_path_factory: pytest.TempPathFactory, host_env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     """abi_checks.c run once on the tiny target (and a corrupted copy), with 3 open/close loops."""
     corrupt = _corrupt_copy(tiny_engines, tmp_path_factory.mktemp("corrupt") / "cpu")
     return run([str(capi_build / "t2v_abi_checks"), str(tiny_engines), str(corrupt), "3"], env=host_env, timeout=300)
@@ -177,8 +237,7 @@ def test_error_line_is_the_clis(abi_checks: subprocess.CompletedProcess[str], ti
     cli = run([str(t2v), "generate", "", "--engines", str(tiny_engines), "-o", str(tmp_path / "x.mp4")], check=False)
     assert cli.returncode == 2
     assert cli.stderr.strip() == f"error: {checks['empty_prompt'][1]}"
-    cli = run([str(t2v), "generate", "a red circle", "--engines", str(tiny_engines), "--steps", "0", "-o", str(tmp_path / "x.mp4")],
-              check=False)
+    cli = run([str(t2v), "generate", "a red circle", "--engines", str(tiny_engines), "--steps", "0", "-o", str(tmp_path / "x.mp4")], check=False)
     assert cli.stderr.strip() == f"error: {checks['steps_zero'][1]}"
 
 
@@ -190,8 +249,9 @@ def test_c_host_frames_equal_python_tiny(capi_build: Path, tiny_engines: Path, t
         out = tmp_path / f"{sampler}.rgb"
         args = ["--steps", "3", "--seed", str(11 + index), "--sampler", sampler, "--guidance", "5.0", "--negative", "blurry"]
         proc = run([str(capi_build / "t2v_generate_example"), str(tiny_engines), "a small green ball", str(out), *args], env=host_env)
-        expected = _python_frames(pipe, prompt="a small green ball", negative_prompt="blurry", steps=3, seed=11 + index,
-                                  sampler=sampler, guidance=5.0)
+        expected = _python_frames(
+            pipe, prompt="a small green ball", negative_prompt="blurry", steps=3, seed=11 + index, sampler=sampler, guidance=5.0
+        )
         assert out.read_bytes() == expected, f"sampler {sampler}: C host and Python differ"
         frames, height, width = (int(v) for v in proc.stdout.split()[:3])
         assert frames * height * width * 3 == len(expected)
@@ -235,8 +295,7 @@ def test_concurrent_requests_equal_serial(capi_build: Path, tiny_engines: Path, 
         assert (tmp_path / f"{i}.rgb").read_bytes() == _python_frames(pipe, prompt=prompt, steps=steps, seed=seed, sampler=sampler), i
 
 
-def test_missing_python_environment_names_what_it_looked_for(capi_build: Path, tiny_engines: Path, tmp_path: Path,
-                                                             host_env: dict[str, str]) -> None:
+def test_missing_python_environment_names_what_it_looked_for(capi_build: Path, tiny_engines: Path, tmp_path: Path, host_env: dict[str, str]) -> None:
     """A wrong $T2VTRT_PYTHON_ENV: T2V_RUNTIME_UNAVAILABLE and one line naming the path and the fix."""
     env = dict(host_env, T2VTRT_PYTHON_ENV="/nonexistent/venv")
     proc = run([str(capi_build / "t2v_generate_example"), str(tiny_engines), "a", str(tmp_path / "x.rgb")], env=env, check=False)
@@ -266,11 +325,14 @@ def test_cmake_package_and_cpp_wrapper(capi_build: Path, tiny_engines: Path, tmp
 @pytest.mark.slow
 def test_asan_lsan_build_is_clean(tiny_engines: Path, tmp_path_factory: pytest.TempPathFactory, host_env: dict[str, str]) -> None:
     """AddressSanitizer + LeakSanitizer build of the library and abi_checks: no error, leaks only those capi/lsan.supp justifies."""
-    build = build_capi(tmp_path_factory.mktemp("build-capi-asan"), "-DT2VTRT_SANITIZE=ON", "-DT2VTRT_EXAMPLES=OFF",
-                       "-DCMAKE_BUILD_TYPE=Debug")
+    build = build_capi(tmp_path_factory.mktemp("build-capi-asan"), "-DT2VTRT_SANITIZE=ON", "-DT2VTRT_EXAMPLES=OFF", "-DCMAKE_BUILD_TYPE=Debug")
     corrupt = _corrupt_copy(tiny_engines, tmp_path_factory.mktemp("asan-corrupt") / "cpu")
-    env = dict(host_env, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23",
-               LSAN_OPTIONS=f"suppressions={REPO / 'capi' / 'lsan.supp'}:print_suppressions=0", PYTHONMALLOC="malloc")
+    env = dict(
+        host_env,
+        ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23",
+        LSAN_OPTIONS=f"suppressions={REPO / 'capi' / 'lsan.supp'}:print_suppressions=0",
+        PYTHONMALLOC="malloc",
+    )
     proc = run([str(build / "t2v_abi_checks"), str(tiny_engines), str(corrupt), "5"], env=env, check=False, timeout=600)
     assert "ERROR: AddressSanitizer" not in proc.stderr, proc.stderr[-4000:]
     assert "ERROR: LeakSanitizer" not in proc.stderr, proc.stderr[-4000:]

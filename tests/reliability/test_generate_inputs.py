@@ -51,8 +51,9 @@ def engines_before(tiny_engines: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("flags", "words"), BAD_INPUTS, ids=[" ".join(f) or "empty" for f, _ in BAD_INPUTS])
-def test_bad_value_is_one_line_and_writes_nothing(tiny_engines: Path, engines_before: dict[str, str], tmp_path: Path,
-                                                  flags: tuple[str, ...], words: tuple[str, ...]) -> None:
+def test_bad_value_is_one_line_and_writes_nothing(
+    tiny_engines: Path, engines_before: dict[str, str], tmp_path: Path, flags: tuple[str, ...], words: tuple[str, ...]
+) -> None:
     """Exit 2, one line naming the value and the fix; no output file; the engines unchanged."""
     out = tmp_path / "x.mp4"
     args = dict(zip(FAST[::2], FAST[1::2]))
@@ -68,8 +69,17 @@ def test_prompt_that_is_not_utf8(tiny_engines: Path, tmp_path: Path) -> None:
     """Undecodable bytes in argv (a terminal in another locale): one line, not a UnicodeEncodeError traceback."""
     exe = Path(sys.executable).with_name("t2vtrt")
     out = tmp_path / "x.mp4"
-    argv = [os.fsencode(str(exe)), b"--quiet", b"generate", b"a \xff\xfe balloon", b"--engines", os.fsencode(str(tiny_engines)),
-            b"-o", os.fsencode(str(out)), *(a.encode() for a in FAST)]
+    argv = [
+        os.fsencode(str(exe)),
+        b"--quiet",
+        b"generate",
+        b"a \xff\xfe balloon",
+        b"--engines",
+        os.fsencode(str(tiny_engines)),
+        b"-o",
+        os.fsencode(str(out)),
+        *(a.encode() for a in FAST),
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert_one_line_error(result, "prompt is not valid UTF-8")
     assert not out.exists()
@@ -102,8 +112,9 @@ def test_long_prompt_is_cut_with_a_warning(tiny_engines: Path, tmp_path: Path) -
     result = t2vtrt("generate", long_prompt, "--engines", str(tiny_engines), "-o", str(tmp_path / "x.mp4"), *FAST)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
-    assert warnings == ["warning: the prompt is longer than the text encoder's 77 tokens: the last 25 token(s) were "
-                        "dropped; shorten it to keep all of it"]
+    assert warnings == [
+        "warning: the prompt is longer than the text encoder's 77 tokens: the last 25 token(s) were dropped; shorten it to keep all of it"
+    ]
     pipe = Pipeline.from_dir(tiny_engines)
     assert pipe.generate(PROMPT, frames=1, steps=1).warnings == []
     (line,) = pipe.generate([PROMPT, long_prompt], frames=1, steps=1).warnings
@@ -113,9 +124,28 @@ def test_long_prompt_is_cut_with_a_warning(tiny_engines: Path, tmp_path: Path) -
 def test_generate_output_has_no_blank_line(tiny_engines: Path, tmp_path: Path) -> None:
     """stdout is exactly the result line (no leading blank line from a progress bar), sizes as WxH."""
     exe = Path(sys.executable).with_name("t2vtrt")
-    result = subprocess.run([str(exe), "generate", PROMPT, "--engines", str(tiny_engines), "-o", str(tmp_path / "x.mp4"),
-                             "--frames", "2", "--steps", "2", "--width", "64", "--height", "32"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(exe),
+            "generate",
+            PROMPT,
+            "--engines",
+            str(tiny_engines),
+            "-o",
+            str(tmp_path / "x.mp4"),
+            "--frames",
+            "2",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
     assert line.startswith(str(tmp_path / "x.mp4")) and "2 frames 64x32 (WxH)" in line
@@ -124,9 +154,15 @@ def test_generate_output_has_no_blank_line(tiny_engines: Path, tmp_path: Path) -
 def test_api_refuses_what_the_cli_refuses(tiny_engines: Path) -> None:
     """The runtime API has the same contract: 0 is not 'default', NaN is not 'off'."""
     pipe = Pipeline.from_dir(tiny_engines)
-    for kwargs, words in [({"steps": 0}, "steps must be >= 1"), ({"frames": 0}, "frames=0"), ({"width": 0}, "width=0"),
-                          ({"guidance": float("nan")}, "guidance=nan"), ({"seed": -1}, "seed must be"),
-                          ({"steps": 1.5}, "whole number"), ({"sampler": "flow-euler"}, "does not fit")]:
+    for kwargs, words in [
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"frames": 0}, "frames=0"),
+        ({"width": 0}, "width=0"),
+        ({"guidance": float("nan")}, "guidance=nan"),
+        ({"seed": -1}, "seed must be"),
+        ({"steps": 1.5}, "whole number"),
+        ({"sampler": "flow-euler"}, "does not fit"),
+    ]:
         with pytest.raises(T2VError, match=words):
             pipe(PROMPT, **kwargs)
     with pytest.raises(T2VError, match="precision ''"):

@@ -52,8 +52,7 @@ def test_int8_made_from_this_graph_ships_and_records_its_source(tiny_paths: Arti
     assert chain["opt_graphs"]["denoiser"] == sha256_file(paths.onnx("denoiser", "opt"))
 
 
-def test_int8_calibrated_on_another_graph_is_dropped(tiny_paths: ArtifactPaths, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_calibrated_on_another_graph_is_dropped(tiny_paths: ArtifactPaths, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The plan names another FP32 denoiser: the INT8 variant is not shipped, and one note says which stage to re-run."""
     paths = _onnx_copy(tiny_paths, tmp_path)
     _fake_int8(paths, "0" * 64)
@@ -78,11 +77,14 @@ def test_int8_without_any_record_is_dropped(tiny_paths: ArtifactPaths, tmp_path:
     assert _variants(build_cpu_target(paths)) == {"fp32"}
 
 
-@pytest.mark.parametrize(("damage", "words"), [
-    ("export", "re-run `t2vtrt export"),
-    ("opt", "re-run `t2vtrt surgery"),
-    ("surgery-record", "re-run `t2vtrt surgery"),
-])
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("export", "re-run `t2vtrt export"),
+        ("opt", "re-run `t2vtrt surgery"),
+        ("surgery-record", "re-run `t2vtrt surgery"),
+    ],
+)
 def test_broken_link_refuses_the_engines_stage(tiny_paths: ArtifactPaths, tmp_path: Path, damage: str, words: str) -> None:
     """A graph that is not what its stage recorded: engines refuses, naming the stage to re-run; no target is written."""
     paths = _onnx_copy(tiny_paths, tmp_path)
@@ -144,6 +146,18 @@ def test_changed_model_without_calibrate_never_ships_the_old_int8(model_copy: Pa
     assert "denoiser int8 dropped" in result.stderr and "t2vtrt quantize" in result.stderr
     manifest = json.loads((paths.engines_dir("cpu") / "manifest.json").read_text())
     assert manifest["model"]["hash"] != old_hash and _variants(paths.engines_dir("cpu") / "manifest.json") == {"fp32"}
-    run = t2vtrt("generate", "a red ball", "--engines", str(paths.engines_dir("cpu")), "-o", str(tmp_path / "x.mp4"),
-                 "--precision", "int8", "--frames", "1", "--steps", "1")
+    run = t2vtrt(
+        "generate",
+        "a red ball",
+        "--engines",
+        str(paths.engines_dir("cpu")),
+        "-o",
+        str(tmp_path / "x.mp4"),
+        "--precision",
+        "int8",
+        "--frames",
+        "1",
+        "--steps",
+        "1",
+    )
     assert_one_line_error(run, "precision 'int8' was not built")

@@ -33,12 +33,15 @@ def test_precision_falls_back_per_component(tiny_engines: Path) -> None:
         manifest.variant("denoiser", "fp8")
 
 
-@pytest.mark.parametrize(("path", "value", "where"), [
-    (("target", "backend"), "directml", "target/backend"),
-    (("schema_version",), 2, "schema_version"),
-    (("components", "denoiser", "axes", "frames"), [1, 8], "components/denoiser/axes/frames"),
-    (("tokenizer", "sha256"), "abc", "tokenizer/sha256"),
-])
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        (("target", "backend"), "directml", "target/backend"),
+        (("schema_version",), 2, "schema_version"),
+        (("components", "denoiser", "axes", "frames"), [1, 8], "components/denoiser/axes/frames"),
+        (("tokenizer", "sha256"), "abc", "tokenizer/sha256"),
+    ],
+)
 def test_schema_violations_are_named(tiny_engines: Path, path: tuple[str, ...], value: object, where: str) -> None:
     """Each violation is one line naming the JSON path."""
     data = json.loads((tiny_engines / "manifest.json").read_text())

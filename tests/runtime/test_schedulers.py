@@ -1,4 +1,5 @@
 """The numpy samplers against diffusers' schedulers, step by step, to float32 rounding."""
+
 from __future__ import annotations
 
 import subprocess
@@ -172,9 +173,7 @@ def test_dpm_matches_diffusers(config_name: str, spacing: str, steps: int, name:
 @pytest.mark.parametrize("steps", [7, 25])
 @pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_dpm_prediction_and_solver_types_match_diffusers(
-    prediction_type: str, solver_type: str, steps: int, name: str
-) -> None:
+def test_dpm_prediction_and_solver_types_match_diffusers(prediction_type: str, solver_type: str, steps: int, name: str) -> None:
     config = {**MODELSCOPE, "solver_type": solver_type}
     ours, ref = pair(name, diffusers.DPMSolverMultistepScheduler, config, prediction_type)
     compare(ours, ref, steps)
@@ -208,8 +207,13 @@ def test_dpm_set_timesteps_resets_history() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"thresholding": True}, {"algorithm_type": "sde-dpmsolver++"}, {"solver_order": 3}, {"use_flow_sigmas": True},
-     {"prediction_type": "flow_prediction"}],
+    [
+        {"thresholding": True},
+        {"algorithm_type": "sde-dpmsolver++"},
+        {"solver_order": 3},
+        {"use_flow_sigmas": True},
+        {"prediction_type": "flow_prediction"},
+    ],
 )
 def test_dpm_unsupported_options_are_refused(options: dict) -> None:
     with pytest.raises(ValueError):
@@ -270,9 +274,7 @@ def test_flow_euler_scale_noise_matches_diffusers() -> None:
     assert rel_err(ours.scale_noise(x0, t.numpy()[0], noise), expected) <= RTOL
 
 
-@pytest.mark.parametrize(
-    "options", [{"use_dynamic_shifting": True}, {"prediction_type": "epsilon"}, {"stochastic_sampling": True}]
-)
+@pytest.mark.parametrize("options", [{"use_dynamic_shifting": True}, {"prediction_type": "epsilon"}, {"stochastic_sampling": True}])
 def test_flow_euler_unsupported_options_are_refused(options: dict) -> None:
     with pytest.raises(ValueError):
         make_scheduler("flow-euler", {"shift": 3.0, **options})
@@ -280,8 +282,9 @@ def test_flow_euler_unsupported_options_are_refused(options: dict) -> None:
 
 @pytest.mark.parametrize("steps", STEP_COUNTS)
 @pytest.mark.parametrize("flow_shift", [1.0, 3.0, 5.0])
-@pytest.mark.parametrize("options", [{}, {"solver_order": 1}, {"solver_type": "heun"}, {"final_sigmas_type": "sigma_min"}],
-                         ids=["2m", "order-1", "heun", "sigma-min"])
+@pytest.mark.parametrize(
+    "options", [{}, {"solver_order": 1}, {"solver_type": "heun"}, {"final_sigmas_type": "sigma_min"}], ids=["2m", "order-1", "heun", "sigma-min"]
+)
 def test_dpm_flow_sigmas_match_diffusers(options: dict, flow_shift: float, steps: int) -> None:
     """DPM-Solver++ over flow sigmas (a flow-matching model such as Wan's), as diffusers offers it."""
     config = {"use_flow_sigmas": True, "flow_shift": flow_shift, "prediction_type": "flow_prediction", **options}
@@ -385,9 +388,7 @@ def test_unipc_vp_matches_diffusers(config_name: str, spacing: str, steps: int) 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("solver_type", ["bh1", "bh2"])
 @pytest.mark.parametrize("solver_order", [2, 3])
-def test_unipc_vp_prediction_and_solver_types_match_diffusers(
-    prediction_type: str, solver_type: str, solver_order: int
-) -> None:
+def test_unipc_vp_prediction_and_solver_types_match_diffusers(prediction_type: str, solver_type: str, solver_order: int) -> None:
     config = {**MODELSCOPE, "solver_type": solver_type, "solver_order": solver_order, "final_sigmas_type": "sigma_min"}
     ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, config, prediction_type)
     compare(ours, ref, 25)
@@ -439,10 +440,16 @@ def test_unknown_sampler_is_a_one_line_t2v_error() -> None:
     assert all(name in message for name in SAMPLERS)
 
 
-@pytest.mark.parametrize(("name", "kind", "karras"), [("ddim", "DDIMScheduler", None), ("dpm++", "DPMSolverMultistepScheduler", False),
-                                                    ("dpm++karras", "DPMSolverMultistepScheduler", True),
-                                                    ("flow-euler", "FlowMatchEulerScheduler", None),
-                                                    ("unipc", "UniPCMultistepScheduler", None)])
+@pytest.mark.parametrize(
+    ("name", "kind", "karras"),
+    [
+        ("ddim", "DDIMScheduler", None),
+        ("dpm++", "DPMSolverMultistepScheduler", False),
+        ("dpm++karras", "DPMSolverMultistepScheduler", True),
+        ("flow-euler", "FlowMatchEulerScheduler", None),
+        ("unipc", "UniPCMultistepScheduler", None),
+    ],
+)
 def test_each_name_builds_the_sampler_it_promises(name: str, kind: str, karras: bool | None) -> None:
     """The registry wires each documented name to its solver (a swapped or half-wired entry fails), and it samples."""
     scheduler = make_scheduler(name, MODELSCOPE, "flow" if name == "flow-euler" else None)

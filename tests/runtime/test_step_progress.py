@@ -16,8 +16,12 @@ def test_plain_lines_are_paced() -> None:
     for second, done in ((0, 0), (10, 1), (29, 2), (31, 3), (40, 4), (62, 5), (63, 6), (64, 6)):
         now[0] = float(second)
         on_event("sensitivity sweep", done, 6)
-    assert out.getvalue().splitlines() == ["sensitivity sweep: 0/6 (0 s)", "sensitivity sweep: 3/6 (31 s)",
-                                           "sensitivity sweep: 5/6 (62 s)", "sensitivity sweep: 6/6 (63 s)"]
+    assert out.getvalue().splitlines() == [
+        "sensitivity sweep: 0/6 (0 s)",
+        "sensitivity sweep: 3/6 (31 s)",
+        "sensitivity sweep: 5/6 (62 s)",
+        "sensitivity sweep: 6/6 (63 s)",
+    ]
 
 
 def test_a_quiet_phase_still_gets_a_line_every_interval() -> None:
@@ -30,8 +34,12 @@ def test_a_quiet_phase_still_gets_a_line_every_interval() -> None:
     for second in (10, 29, 30, 45, 60, 70):
         now[0] = float(second)
         on_event.tick()
-    assert out.getvalue().splitlines() == ["ranges: 1/2 (0 s)", "capture: 3/3 (0 s)", "ranges: 1/2 (30 s, still running)",
-                                           "ranges: 1/2 (60 s, still running)"]
+    assert out.getvalue().splitlines() == [
+        "ranges: 1/2 (0 s)",
+        "capture: 3/3 (0 s)",
+        "ranges: 1/2 (30 s, still running)",
+        "ranges: 1/2 (60 s, still running)",
+    ]
 
 
 def test_the_heartbeat_thread_writes_without_events_and_stops_on_close() -> None:

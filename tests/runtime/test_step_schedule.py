@@ -37,13 +37,16 @@ def test_below_sends_the_clean_end_to_the_fallback() -> None:
     assert StepSchedule("fp32", below=100.0).fallback_steps(DDIM_15) == [13, 14]
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"above": 5.0}, "needs a 'fallback' precision"),
-    ({"fallback": ""}, "needs a 'fallback' precision"),
-    ({"fallback": "fp32", "above": "high"}, "'above' must be a finite timestep"),
-    ({"fallback": "fp32", "below": math.nan}, "'below' must be a finite timestep"),
-    ({"fallback": "fp32", "above": True}, "'above' must be a finite timestep"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"above": 5.0}, "needs a 'fallback' precision"),
+        ({"fallback": ""}, "needs a 'fallback' precision"),
+        ({"fallback": "fp32", "above": "high"}, "'above' must be a finite timestep"),
+        ({"fallback": "fp32", "below": math.nan}, "'below' must be a finite timestep"),
+        ({"fallback": "fp32", "above": True}, "'above' must be a finite timestep"),
+    ],
+)
 def test_malformed_schedules_are_one_line_errors(entry: dict, message: str) -> None:
     """A hand-edited manifest schedule that makes no sense is refused, naming the key."""
     with pytest.raises(T2VError, match=message):

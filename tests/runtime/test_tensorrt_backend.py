@@ -16,8 +16,10 @@ from t2vtrt.runtime.errors import T2VError
 
 def test_backend_module_imports_without_tensorrt_or_cuda() -> None:
     """Importing the backend pulls neither tensorrt, cuda nor polygraphy (they load when a session opens)."""
-    code = ("import sys; import t2vtrt.runtime.backends.tensorrt; "
-            "print(sorted(m for m in ('tensorrt', 'tensorrt_lean', 'cuda', 'polygraphy') if m in sys.modules))")
+    code = (
+        "import sys; import t2vtrt.runtime.backends.tensorrt; "
+        "print(sorted(m for m in ('tensorrt', 'tensorrt_lean', 'cuda', 'polygraphy') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -81,8 +83,11 @@ def test_engine_tensorrt_version_check(module: str, installed: str, built: str, 
 
 def test_lean_runtime_refuses_a_plain_engine_in_one_line() -> None:
     """tensorrt_lean cannot deserialize an engine that is not version-compatible: refused before TensorRT tries."""
-    with pytest.raises(T2VError, match=r"^e\.plan is not version-compatible, so tensorrt_lean 10\.13\.3\.9 cannot run it: "
-                                        r"install tensorrt 10\.13\.3\.9 .*--version-compatible`$"):
+    with pytest.raises(
+        T2VError,
+        match=r"^e\.plan is not version-compatible, so tensorrt_lean 10\.13\.3\.9 cannot run it: "
+        r"install tensorrt 10\.13\.3\.9 .*--version-compatible`$",
+    ):
         backend.check_version(_module("tensorrt_lean", "10.13.3.9"), {"tensorrt_version": "10.13.3.9"}, False, "e.plan")
 
 
@@ -194,8 +199,7 @@ def fake_trt(cuda: FakeCuda, deserializes: bool = True) -> types.SimpleNamespace
         def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
             return Engine() if deserializes else None
 
-    return types.SimpleNamespace(__name__="tensorrt", __version__="10.13.3.9", Logger=Logger, Runtime=Runtime,
-                                 TensorIOMode=io_mode)
+    return types.SimpleNamespace(__name__="tensorrt", __version__="10.13.3.9", Logger=Logger, Runtime=Runtime, TensorIOMode=io_mode)
 
 
 def test_session_runs_grows_buffers_and_frees_everything() -> None:
@@ -271,8 +275,11 @@ def test_polygraphy_fallback_without_libcudart_is_one_line(monkeypatch: pytest.M
         raise OSError("libcudart.so: cannot open shared object file: No such file or directory")
 
     monkeypatch.setattr(backend.PolygraphyCuda, "__init__", lambda self: no_libcudart())
-    with pytest.raises(T2VError, match=r"polygraphy's fallback could not load libcudart\.so \(libcudart\.so: cannot open .*\): "
-                                        r"pip install -e '\.\[gpu\]'"):
+    with pytest.raises(
+        T2VError,
+        match=r"polygraphy's fallback could not load libcudart\.so \(libcudart\.so: cannot open .*\): "
+        r"pip install -e '\.\[gpu\]'",
+    ):
         backend.cuda_api()
 
 
@@ -286,8 +293,7 @@ class FakeStream:
 def test_stream_handle_goes_through_get_cuda_native_handle() -> None:
     """cudaStreamCreate's (err, cudaStream_t) becomes the int TensorRT's execute_async_v3 takes, without int(stream)."""
     success = 0
-    rt = types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=success),
-                               cudaStreamCreate=lambda: (success, FakeStream()))
+    rt = types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=success), cudaStreamCreate=lambda: (success, FakeStream()))
     handles = {}
     cuda = backend.CudaRuntime(rt, lambda obj: handles.setdefault("stream", 0x7F00))
     assert cuda.create_stream() == 0x7F00 and isinstance(handles["stream"], int)

@@ -41,6 +41,9 @@ def stub_model(model: str) -> LoadedModel:
             "latent_channels": sizes["vae"]["latent_channels"],
             "out_channels": sizes["vae"]["latent_channels"],
             "vae_out_channels": 3,
+            "spatial_factor": 2 ** (len(sizes["vae"]["block_out_channels"]) - 1),
+            "seq_len": 77,
+            "num_train_timesteps": 1000,
         },
     )
 
@@ -70,24 +73,34 @@ def component_graph(name: str, spec: dict[str, Any], extra_weights: int = 0) -> 
     nodes, inits = [], []
     if name == "text_encoder":
         hidden = spec["outputs"][0]["shape"][-1]
-        inits += [helper.make_tensor("embed", TensorProto.FLOAT, [64, hidden], rng.standard_normal(64 * hidden).tolist()),
-                  helper.make_tensor("proj", TensorProto.FLOAT, [hidden, hidden], rng.standard_normal(hidden * hidden).tolist()),
-                  helper.make_tensor("vocab", TensorProto.INT32, [], [64])]
-        nodes += [helper.make_node("Mod", ["input_ids", "vocab"], ["ids"]),
-                  helper.make_node("Gather", ["embed", "ids"], ["emb"]),
-                  helper.make_node("MatMul", ["emb", "proj"], [spec["outputs"][0]["name"]])]
+        inits += [
+            helper.make_tensor("embed", TensorProto.FLOAT, [64, hidden], rng.standard_normal(64 * hidden).tolist()),
+            helper.make_tensor("proj", TensorProto.FLOAT, [hidden, hidden], rng.standard_normal(hidden * hidden).tolist()),
+            helper.make_tensor("vocab", TensorProto.INT32, [], [64]),
+        ]
+        nodes += [
+            helper.make_node("Mod", ["input_ids", "vocab"], ["ids"]),
+            helper.make_node("Gather", ["embed", "ids"], ["emb"]),
+            helper.make_node("MatMul", ["emb", "proj"], [spec["outputs"][0]["name"]]),
+        ]
     elif name == "denoiser":
         c = spec["inputs"][0]["shape"][1]
         inits.append(helper.make_tensor("w", TensorProto.FLOAT, [c, c, 1, 1, 1], rng.standard_normal(c * c).tolist()))
-        nodes += [helper.make_node("Conv", ["sample", "w"], ["conv"]),
-                  helper.make_node("Relu", ["conv"], ["act"]),
-                  helper.make_node("Mul", ["act", "sample"], [spec["outputs"][0]["name"]])]
+        nodes += [
+            helper.make_node("Conv", ["sample", "w"], ["conv"]),
+            helper.make_node("Relu", ["conv"], ["act"]),
+            helper.make_node("Mul", ["act", "sample"], [spec["outputs"][0]["name"]]),
+        ]
     else:
         c, out_c = spec["inputs"][0]["shape"][1], spec["outputs"][0]["shape"][1]
-        inits += [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 8, 8]),
-                  helper.make_tensor("w", TensorProto.FLOAT, [out_c, c, 1, 1], rng.standard_normal(out_c * c).tolist())]
-        nodes += [helper.make_node("Resize", ["latent", "", "scales"], ["up"], mode="nearest"),
-                  helper.make_node("Conv", ["up", "w"], [spec["outputs"][0]["name"]])]
+        inits += [
+            helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 8, 8]),
+            helper.make_tensor("w", TensorProto.FLOAT, [out_c, c, 1, 1], rng.standard_normal(out_c * c).tolist()),
+        ]
+        nodes += [
+            helper.make_node("Resize", ["latent", "", "scales"], ["up"], mode="nearest"),
+            helper.make_node("Conv", ["up", "w"], [spec["outputs"][0]["name"]]),
+        ]
     if extra_weights:
         inits += big_weight(f"{name}_big", extra_weights)
         nodes.append(helper.make_node("MatMul", [f"{name}_big_a", f"{name}_big_b"], [f"{name}_big_out"]))
@@ -101,7 +114,7 @@ def make_artifacts(root: Path, model: str = "tiny", extra_weights: dict[str, int
     paths.onnx_dir.mkdir(parents=True, exist_ok=True)
     embedded = EMBEDDED[model]
     stub = stub_model(model)
-    specs = {n: s.to_json() for n, s in unet3d.component_specs(stub, embedded.ranges).items()}
+    specs = {n: s.to_json() for n, s in unet3d.component_specs(stub.config, embedded.ranges).items()}
     for name, spec in specs.items():
         onnx.save(component_graph(name, spec, (extra_weights or {}).get(name, 0)), str(paths.onnx(name, "opt")))
     tokenizer = paths.onnx_dir / "tokenizer.json"
@@ -123,10 +136,20 @@ def make_artifacts(root: Path, model: str = "tiny", extra_weights: dict[str, int
 
 def write_profile(folder: Path, name: str, vram_gb: float, reserve_gb: float = 0.25, cc: str = "8.6", **extra: str) -> Path:
     """A GPU profile file for tests (valid unless `extra` says otherwise)."""
-    lines = [f'compute_capability = "{cc}"', f"vram_gb = {vram_gb}", f"reserve_gb = {reserve_gb}",
-             'precisions = ["fp32", "fp16", "int8"]', *extra.values(),
-             "[memory_pool_limits]", "workspace_mib = 1024",
-             "[shapes.unet3d]", "batch = [1, 1, 2]", "frames = [1, 8, 16]", "height = [32, 64, 128]", "width = [32, 64, 128]"]
+    lines = [
+        f'compute_capability = "{cc}"',
+        f"vram_gb = {vram_gb}",
+        f"reserve_gb = {reserve_gb}",
+        'precisions = ["fp32", "fp16", "int8"]',
+        *extra.values(),
+        "[memory_pool_limits]",
+        "workspace_mib = 1024",
+        "[shapes.unet3d]",
+        "batch = [1, 1, 2]",
+        "frames = [1, 8, 16]",
+        "height = [32, 64, 128]",
+        "width = [32, 64, 128]",
+    ]
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -64,12 +64,26 @@ class TritonPythonModel:
         shape = self.pipe.latent_shape(1, first.frames, first.height, first.width)
         # Each video's own draw, as Pipeline would make it alone: batching never changes a video.
         latents = np.concatenate([np.random.default_rng(req.seed).standard_normal(shape, dtype=np.float32) for _, _, req in group])
-        result = self.pipe.generate([req.prompts[0] for _, _, req in group], [req.negatives[0] for _, _, req in group],
-                                    steps=first.steps, guidance=first.guidance, frames=first.frames, height=first.height,
-                                    width=first.width, sampler=first.sampler, latents=latents)
+        result = self.pipe.generate(
+            [req.prompts[0] for _, _, req in group],
+            [req.negatives[0] for _, _, req in group],
+            steps=first.steps,
+            guidance=first.guidance,
+            frames=first.frames,
+            height=first.height,
+            width=first.width,
+            sampler=first.sampler,
+            latents=latents,
+        )
         t = result.timings
-        timings = json.dumps({**{f"{name}_s": round(s, 6) for name, s in t.engine_s.items()},
-                              "loop_s": round(t.loop_s, 6), "total_s": round(t.total_s, 6), "batch": len(group)})
+        timings = json.dumps(
+            {
+                **{f"{name}_s": round(s, 6) for name, s in t.engine_s.items()},
+                "loop_s": round(t.loop_s, 6),
+                "total_s": round(t.total_s, 6),
+                "batch": len(group),
+            }
+        )
         out = {}
         for position, (index, row, req) in enumerate(group):
             negatives = req.negatives if req.guidance > 1.0 else []
@@ -90,14 +104,25 @@ def parse(manifest: Manifest, request: Any) -> list[Request]:
     for row in range(rows):
         raw = {name: None if column is None else column[row] for name, column in values.items()}
         numbers = {name: None if raw[name] is None else cast(raw[name]) for name, cast in NUMBERS.items()}
-        checked.append(resolve_request(
-            manifest, [_text(raw["prompt"])], [_text(raw["negative_prompt"] or b"")], numbers["steps"], numbers["guidance"],
-            numbers["frames"], numbers["height"], numbers["width"], 0 if numbers["seed"] is None else numbers["seed"],
-            None if raw["sampler"] is None else _text(raw["sampler"])))
+        checked.append(
+            resolve_request(
+                manifest,
+                [_text(raw["prompt"])],
+                [_text(raw["negative_prompt"] or b"")],
+                numbers["steps"],
+                numbers["guidance"],
+                numbers["frames"],
+                numbers["height"],
+                numbers["width"],
+                0 if numbers["seed"] is None else numbers["seed"],
+                None if raw["sampler"] is None else _text(raw["sampler"]),
+            )
+        )
     sizes = {(req.frames, req.height, req.width) for req in checked}
     if len(sizes) > 1:
-        raise T2VError("the rows of one request must share frames, height and width (one output tensor): send videos "
-                       "of different sizes as separate requests")
+        raise T2VError(
+            "the rows of one request must share frames, height and width (one output tensor): send videos of different sizes as separate requests"
+        )
     return checked
 
 
@@ -109,20 +134,21 @@ def batches(items: list[Item], limit: int) -> Iterator[list[Item]]:
         groups.setdefault((req.steps, req.guidance, req.frames, req.height, req.width, req.sampler), []).append(item)
     for group in groups.values():
         for start in range(0, len(group), limit):
-            yield group[start:start + limit]
+            yield group[start : start + limit]
 
 
-def respond(index: int, errors: dict[int, Any], results: dict[tuple[int, int], tuple[np.ndarray, str, str]],
-            items: list[Item]) -> Any:
+def respond(index: int, errors: dict[int, Any], results: dict[tuple[int, int], tuple[np.ndarray, str, str]], items: list[Item]) -> Any:
     """The response of request `index`: its rows' outputs stacked, or its error."""
     if index in errors:
         return pb_utils.InferenceResponse(error=errors[index])
     rows = [results[(i, row)] for i, row, _ in items if i == index]
-    return pb_utils.InferenceResponse([
-        pb_utils.Tensor("video", np.stack([video for video, _, _ in rows])),
-        pb_utils.Tensor("timings", np.array([[t.encode()] for _, t, _ in rows], dtype=np.object_)),
-        pb_utils.Tensor("warnings", np.array([[w.encode()] for _, _, w in rows], dtype=np.object_)),
-    ])
+    return pb_utils.InferenceResponse(
+        [
+            pb_utils.Tensor("video", np.stack([video for video, _, _ in rows])),
+            pb_utils.Tensor("timings", np.array([[t.encode()] for _, t, _ in rows], dtype=np.object_)),
+            pb_utils.Tensor("warnings", np.array([[w.encode()] for _, _, w in rows], dtype=np.object_)),
+        ]
+    )
 
 
 def _column(request: Any, name: str) -> np.ndarray | None:

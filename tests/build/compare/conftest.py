@@ -34,8 +34,11 @@ def register_variant(target: Path, component: str, precision: str, graph: Path) 
     manifest_path = target / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["components"][component]["variants"][precision] = {
-        "file": file, "sha256": sha256_file(target / file), "bytes": (target / file).stat().st_size,
-        "precision": precision, "backend": "onnxruntime",
+        "file": file,
+        "sha256": sha256_file(target / file),
+        "bytes": (target / file).stat().st_size,
+        "precision": precision,
+        "backend": "onnxruntime",
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return target / file
@@ -69,12 +72,15 @@ def wrap_output(src: Path, dst: Path, make_nodes: Callable[[str, str], tuple[lis
 
 def qdq_nodes(scale: float) -> Callable[[str, str], tuple[list, list]]:
     """A per-tensor int8 Q/DQ pair on the output, with the given (wrong) scale."""
+
     def make(raw: str, out: str) -> tuple[list, list]:
-        inits = [numpy_helper.from_array(np.array(scale, np.float32), "bad_scale"),
-                 numpy_helper.from_array(np.array(0, np.int8), "bad_zero_point")]
-        nodes = [helper.make_node("QuantizeLinear", [raw, "bad_scale", "bad_zero_point"], ["q_out"]),
-                 helper.make_node("DequantizeLinear", ["q_out", "bad_scale", "bad_zero_point"], [out])]
+        inits = [numpy_helper.from_array(np.array(scale, np.float32), "bad_scale"), numpy_helper.from_array(np.array(0, np.int8), "bad_zero_point")]
+        nodes = [
+            helper.make_node("QuantizeLinear", [raw, "bad_scale", "bad_zero_point"], ["q_out"]),
+            helper.make_node("DequantizeLinear", ["q_out", "bad_scale", "bad_zero_point"], [out]),
+        ]
         return nodes, inits
+
     return make
 
 
@@ -86,5 +92,6 @@ def nan_nodes(raw: str, out: str) -> tuple[list, list]:
 @pytest.fixture(scope="session")
 def graph_tools() -> SimpleNamespace:
     """The helpers above, as a fixture (importlib import mode: test modules cannot import a conftest)."""
-    return SimpleNamespace(register_variant=register_variant, perturb_weights=perturb_weights, wrap_output=wrap_output,
-                           qdq_nodes=qdq_nodes, nan_nodes=nan_nodes)
+    return SimpleNamespace(
+        register_variant=register_variant, perturb_weights=perturb_weights, wrap_output=wrap_output, qdq_nodes=qdq_nodes, nan_nodes=nan_nodes
+    )

@@ -28,8 +28,9 @@ def golden_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_paths: ArtifactPaths, tiny_engines: Path, small_eval: EvalSet, golden_dir: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> CompareRun:
+def first_run(
+    tiny_paths: ArtifactPaths, tiny_engines: Path, small_eval: EvalSet, golden_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> CompareRun:
     """One compare of the target as built, recording the golden set."""
     reports = tmp_path_factory.mktemp("reports")
     return run_compare(tiny_engines, tiny_paths, eval_set=small_eval, golden_dir=golden_dir, save_golden_set=True, reports_dir=reports)
@@ -82,8 +83,9 @@ def test_golden_save_load_round_trip(first_run: CompareRun, golden_dir: Path, ti
     assert np.array_equal(golden.videos()["p0-s0"], first_run.reference_videos["p0-s0"])
 
 
-def test_compare_against_the_golden_set(first_run: CompareRun, golden_dir: Path, tiny_paths: ArtifactPaths,
-                                        tiny_engines: Path, small_eval: EvalSet, tmp_path: Path) -> None:
+def test_compare_against_the_golden_set(
+    first_run: CompareRun, golden_dir: Path, tiny_paths: ArtifactPaths, tiny_engines: Path, small_eval: EvalSet, tmp_path: Path
+) -> None:
     run = run_compare(tiny_engines, tiny_paths, eval_set=small_eval, golden_dir=golden_dir, reports_dir=tmp_path)
     assert run.passed, run.failures
     golden = [c for c in run.checks if c.kind.startswith("golden")]
@@ -92,8 +94,9 @@ def test_compare_against_the_golden_set(first_run: CompareRun, golden_dir: Path,
     assert run.report["golden"]["status"] == "compared"
 
 
-def test_golden_set_of_another_model_is_refused(golden_dir: Path, first_run: CompareRun, tiny_paths: ArtifactPaths,
-                                                tiny_engines: Path, tmp_path: Path) -> None:
+def test_golden_set_of_another_model_is_refused(
+    golden_dir: Path, first_run: CompareRun, tiny_paths: ArtifactPaths, tiny_engines: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "golden"
     shutil.copytree(golden_dir, other)
     meta = json.loads((other / "golden.json").read_text())
@@ -105,8 +108,9 @@ def test_golden_set_of_another_model_is_refused(golden_dir: Path, first_run: Com
     assert "\n" not in message and "000000000000" in message and "--save-golden" in message
 
 
-def test_corrupted_weights_fail_naming_the_component(tiny_paths: ArtifactPaths, tiny_engines: Path, graph_tools: SimpleNamespace,
-                                                     tmp_path: Path) -> None:
+def test_corrupted_weights_fail_naming_the_component(
+    tiny_paths: ArtifactPaths, tiny_engines: Path, graph_tools: SimpleNamespace, tmp_path: Path
+) -> None:
     root = tmp_path / "artifacts" / "tiny"  # an artifacts layout: the shared reference graphs, a private target
     root.mkdir(parents=True)
     (root / "onnx").symlink_to(tiny_paths.onnx_dir)
@@ -118,8 +122,18 @@ def test_corrupted_weights_fail_naming_the_component(tiny_paths: ArtifactPaths, 
     (tmp_path / "eval.toml").write_text('prompts = ["a red balloon rising over a lake"]\nseeds = [0]\nsteps = 2\n')
     from t2vtrt.cli import cli
 
-    args = ["--quiet", "compare", "--model", "tiny", "--artifacts", str(tmp_path / "artifacts"), "--gpu", "cpu",
-            "--eval", str(tmp_path / "eval.toml")]
+    args = [
+        "--quiet",
+        "compare",
+        "--model",
+        "tiny",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--gpu",
+        "cpu",
+        "--eval",
+        str(tmp_path / "eval.toml"),
+    ]
     missing = CliRunner().invoke(cli, [*args, "--golden", str(tmp_path / "nothing-here")])
     assert isinstance(missing.exception, T2VError)  # an explicit --golden that does not exist is an error, not a skip
     result = CliRunner().invoke(cli, args)
@@ -137,8 +151,9 @@ def _graph_checks(engines: Path, paths: ArtifactPaths, component: str, feeds: li
     return {c.subject: c for c in checks}
 
 
-def test_qdq_graph_with_wrong_scales_fails(engines_copy: Path, tiny_paths: ArtifactPaths, graph_tools: SimpleNamespace,
-                                           first_run: CompareRun) -> None:
+def test_qdq_graph_with_wrong_scales_fails(
+    engines_copy: Path, tiny_paths: ArtifactPaths, graph_tools: SimpleNamespace, first_run: CompareRun
+) -> None:
     qdq = engines_copy / "denoiser.int8-qdq.onnx"
     graph_tools.wrap_output(engines_copy / "denoiser.fp32.onnx", qdq, graph_tools.qdq_nodes(scale=100.0))
     graph_tools.register_variant(engines_copy, "denoiser", "int8-qdq", qdq)
@@ -150,8 +165,9 @@ def test_qdq_graph_with_wrong_scales_fails(engines_copy: Path, tiny_paths: Artif
     assert any(line.startswith("denoiser int8-qdq: cosine") for line in bad.failures), bad.failures
 
 
-def test_nan_in_an_output_fails_with_a_clear_message(engines_copy: Path, tiny_paths: ArtifactPaths, graph_tools: SimpleNamespace,
-                                                     first_run: CompareRun) -> None:
+def test_nan_in_an_output_fails_with_a_clear_message(
+    engines_copy: Path, tiny_paths: ArtifactPaths, graph_tools: SimpleNamespace, first_run: CompareRun
+) -> None:
     graph = engines_copy / "vae_decoder.fp32.onnx"
     graph_tools.wrap_output(graph, graph, graph_tools.nan_nodes)
     graph_tools.register_variant(engines_copy, "vae_decoder", "fp32", graph)

@@ -63,8 +63,7 @@ def test_cpu_denoiser_runs_fused_attention_with_the_same_output(tiny_paths: Arti
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
 
 
-def test_a_rewritten_graph_past_the_size_limit_keeps_its_weights_beside_it(tiny_paths: ArtifactPaths, tmp_path: Path,
-                                                                           monkeypatch) -> None:
+def test_a_rewritten_graph_past_the_size_limit_keeps_its_weights_beside_it(tiny_paths: ArtifactPaths, tmp_path: Path, monkeypatch) -> None:
     """A fused graph too big for one protobuf is written with external data, which the manifest lists and hashes."""
     from t2vtrt.build import graphfiles
 

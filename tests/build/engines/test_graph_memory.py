@@ -23,8 +23,7 @@ def _save(tmp_path: Path, graph: object, name: str = "g.onnx") -> Path:
 def mlp_graph() -> object:
     """X[B,4] -MatMul W1[4,8]-> Y[B,8] -Relu-> Z[B,8] -MatMul W2[8,2]-> out[B,2]."""
     return helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W1"], ["Y"]), helper.make_node("Relu", ["Y"], ["Z"]),
-         helper.make_node("MatMul", ["Z", "W2"], ["out"])],
+        [helper.make_node("MatMul", ["X", "W1"], ["Y"]), helper.make_node("Relu", ["Y"], ["Z"]), helper.make_node("MatMul", ["Z", "W2"], ["out"])],
         "mlp",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["B", 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 2])],
@@ -51,14 +50,21 @@ def test_activations_scale_with_the_shape(tmp_path: Path) -> None:
 def test_int8_qdq_graph_counts_weights_at_one_byte(tmp_path: Path) -> None:
     """An explicit Q/DQ graph is int8; its fp32 weight behind QuantizeLinear is stored as int8 by TensorRT."""
     graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["W", "s", "zp"], ["Wq"]), helper.make_node("DequantizeLinear", ["Wq", "s", "zp"], ["Wd"]),
-         helper.make_node("QuantizeLinear", ["X", "s", "zp"], ["Xq"]), helper.make_node("DequantizeLinear", ["Xq", "s", "zp"], ["Xd"]),
-         helper.make_node("MatMul", ["Xd", "Wd"], ["out"])],
+        [
+            helper.make_node("QuantizeLinear", ["W", "s", "zp"], ["Wq"]),
+            helper.make_node("DequantizeLinear", ["Wq", "s", "zp"], ["Wd"]),
+            helper.make_node("QuantizeLinear", ["X", "s", "zp"], ["Xq"]),
+            helper.make_node("DequantizeLinear", ["Xq", "s", "zp"], ["Xd"]),
+            helper.make_node("MatMul", ["Xd", "Wd"], ["out"]),
+        ],
         "qdq",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["B", 16])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 16])],
-        [helper.make_tensor("W", TensorProto.FLOAT, [16, 16], [0.5] * 256), helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
-         helper.make_tensor("zp", TensorProto.INT8, [], [0])],
+        [
+            helper.make_tensor("W", TensorProto.FLOAT, [16, 16], [0.5] * 256),
+            helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+            helper.make_tensor("zp", TensorProto.INT8, [], [0]),
+        ],
     )
     stats = analyze_graph(_save(tmp_path, graph), {"X": (2, 16)})
     assert stats.precision == "int8"
@@ -68,11 +74,18 @@ def test_int8_qdq_graph_counts_weights_at_one_byte(tmp_path: Path) -> None:
 def attention_graph(dtype: int) -> object:
     """Q[B,S,D] x K^T[B,D,S] -> scale -> Softmax -> x V[B,S,D]."""
     return helper.make_graph(
-        [helper.make_node("MatMul", ["Q", "Kt"], ["qk"]), helper.make_node("Mul", ["qk", "scale"], ["scores"]),
-         helper.make_node("Softmax", ["scores"], ["probs"], axis=-1), helper.make_node("MatMul", ["probs", "V"], ["out"])],
+        [
+            helper.make_node("MatMul", ["Q", "Kt"], ["qk"]),
+            helper.make_node("Mul", ["qk", "scale"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
+            helper.make_node("MatMul", ["probs", "V"], ["out"]),
+        ],
         "attention",
-        [helper.make_tensor_value_info("Q", dtype, ["B", "S", 8]), helper.make_tensor_value_info("Kt", dtype, ["B", 8, "S"]),
-         helper.make_tensor_value_info("V", dtype, ["B", "S", 8])],
+        [
+            helper.make_tensor_value_info("Q", dtype, ["B", "S", 8]),
+            helper.make_tensor_value_info("Kt", dtype, ["B", 8, "S"]),
+            helper.make_tensor_value_info("V", dtype, ["B", "S", 8]),
+        ],
         [helper.make_tensor_value_info("out", dtype, ["B", "S", 8])],
         [helper.make_tensor("scale", dtype, [], [0.25])],
     )
@@ -92,9 +105,12 @@ def test_attention_scores_are_fused_below_fp32(tmp_path: Path) -> None:
 def test_weight_bytes_see_through_identity() -> None:
     """torch exports shared weights as Identity(initializer): still a quantizable MatMul weight."""
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["W"], ["Wi"]), helper.make_node("MatMul", ["X", "Wi"], ["out"])], "g",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor("W", TensorProto.FLOAT, [4, 4], [1.0] * 16)])
+        [helper.make_node("Identity", ["W"], ["Wi"]), helper.make_node("MatMul", ["X", "Wi"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("W", TensorProto.FLOAT, [4, 4], [1.0] * 16)],
+    )
     model = helper.make_model(graph)
     assert weight_bytes(model)["int8"] == 16 and graph_precision(model) == "fp32"
 
@@ -104,9 +120,13 @@ def test_gather_with_matrix_indices_on_a_shape_is_inferred(tmp_path: Path) -> No
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     graph = helper.make_graph(
-        [helper.make_node("Shape", ["X"], ["s"]), helper.make_node("Gather", ["s", "idx"], ["g"]),
-         helper.make_node("Reshape", ["g", "flat"], ["dims"]), helper.make_node("Reshape", ["X", "dims"], ["Y"]),
-         helper.make_node("Relu", ["Y"], ["out"])],
+        [
+            helper.make_node("Shape", ["X"], ["s"]),
+            helper.make_node("Gather", ["s", "idx"], ["g"]),
+            helper.make_node("Reshape", ["g", "flat"], ["dims"]),
+            helper.make_node("Reshape", ["X", "dims"], ["Y"]),
+            helper.make_node("Relu", ["Y"], ["out"]),
+        ],
         "g",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["B", 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
@@ -123,12 +143,19 @@ def test_attention_behind_casts_is_fused(tmp_path: Path) -> None:
     """AutoCast keeps a Softmax in FP32 between casts: MatMul -> Cast -> Softmax -> Cast -> MatMul is still one MHA."""
     f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["Q", "Kt"], ["qk"]), helper.make_node("Cast", ["qk"], ["qk32"], to=f32),
-         helper.make_node("Softmax", ["qk32"], ["p32"], axis=-1), helper.make_node("Cast", ["p32"], ["p"], to=f16),
-         helper.make_node("MatMul", ["p", "V"], ["out"])],
+        [
+            helper.make_node("MatMul", ["Q", "Kt"], ["qk"]),
+            helper.make_node("Cast", ["qk"], ["qk32"], to=f32),
+            helper.make_node("Softmax", ["qk32"], ["p32"], axis=-1),
+            helper.make_node("Cast", ["p32"], ["p"], to=f16),
+            helper.make_node("MatMul", ["p", "V"], ["out"]),
+        ],
         "attention-casts",
-        [helper.make_tensor_value_info("Q", f16, ["B", "S", 8]), helper.make_tensor_value_info("Kt", f16, ["B", 8, "S"]),
-         helper.make_tensor_value_info("V", f16, ["B", "S", 8])],
+        [
+            helper.make_tensor_value_info("Q", f16, ["B", "S", 8]),
+            helper.make_tensor_value_info("Kt", f16, ["B", 8, "S"]),
+            helper.make_tensor_value_info("V", f16, ["B", "S", 8]),
+        ],
         [helper.make_tensor_value_info("out", f16, ["B", "S", 8])],
         [helper.make_tensor("w", f16, [64], [0.0] * 64)],
     )
@@ -144,16 +171,25 @@ def test_small_external_initializers_are_read_for_shape_inference(tmp_path: Path
     from onnx import numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["Y"]), helper.make_node("Reshape", ["Y", "target"], ["Z"]),
-         helper.make_node("Relu", ["Z"], ["out"])],
+        [
+            helper.make_node("MatMul", ["X", "W"], ["Y"]),
+            helper.make_node("Reshape", ["Y", "target"], ["Z"]),
+            helper.make_node("Relu", ["Z"], ["out"]),
+        ],
         "external",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["B", 16])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.full((16, 16), 0.5, np.float32), "W"), numpy_helper.from_array(np.array([-1, 4, 4], np.int64), "target")],
     )
     path = tmp_path / "ext.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path), save_as_external_data=True,
-              all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     assert all(t.data_location == 1 for t in onnx.load(str(path), load_external_data=False).graph.initializer)
     stats = analyze_graph(path, {"X": (8, 16)})
     assert stats.unknown_shapes == 0 and stats.guessed == ()

@@ -21,6 +21,7 @@ from t2vtrt.runtime.manifest import load_manifest
 
 
 import synthetic_artifacts as synthetic  # tests/support (pytest pythonpath)
+
 RTX3060 = GpuInfo(0, "NVIDIA GeForce RTX 3060", "8.6", 11.8)
 RTX4090 = GpuInfo(0, "NVIDIA GeForce RTX 4090", "8.9", 23.6)
 
@@ -43,8 +44,9 @@ def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
 
 
-def test_no_gpu_writes_plan_and_onnx_then_exits_with_one_line(paths: ArtifactPaths, no_gpu: None,
-                                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_gpu_writes_plan_and_onnx_then_exits_with_one_line(
+    paths: ArtifactPaths, no_gpu: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`t2vtrt engines --gpu rtx3060` here: plan.json + TensorRT-ready ONNX, exit 2, the sm86 line with the exact command."""
     from t2vtrt.cli import main
 
@@ -93,8 +95,7 @@ def test_refuses_a_plan_that_does_not_fit_unless_low_vram(tmp_path: Path, no_gpu
     # The big weights are dims only (their external files do not exist): skip the portable copy.
     monkeypatch.setattr(trtmod, "write_portable_onnx", lambda paths, plan: paths.engines_dir(plan.target) / "onnx")
     quarter = (1 << 30) // 4
-    paths = synthetic.make_artifacts(tmp_path / "artifacts", "tiny",
-                                     extra_weights={"text_encoder": quarter * 3 // 4, "denoiser": quarter * 3 // 4})
+    paths = synthetic.make_artifacts(tmp_path / "artifacts", "tiny", extra_weights={"text_encoder": quarter * 3 // 4, "denoiser": quarter * 3 // 4})
     profile = synthetic.write_profile(tmp_path, "small", 3.0)
     with pytest.raises(T2VError, match=r"need about 3\.\d GiB with every engine resident but the profile has 3 GiB.*would fit: --low-vram"):
         trtmod.build_gpu_target(paths, str(profile), quiet=True)
@@ -105,8 +106,11 @@ def test_refuses_a_plan_that_does_not_fit_unless_low_vram(tmp_path: Path, no_gpu
 def test_gpu_of_another_capability_is_refused(paths: ArtifactPaths, monkeypatch: pytest.MonkeyPatch, no_tensorrt: None) -> None:
     """An sm89 card for the sm86 profile: refused unless --hardware-compat ampere_plus (which then needs TensorRT)."""
     monkeypatch.setattr(trtmod, "detect_gpu", lambda: RTX4090)
-    with pytest.raises(T2VError, match=r"GPU is NVIDIA GeForce RTX 4090 \(sm89\) but profile rtx3060 is sm86: build with --gpu rtx4090, "
-                                        r"or pass --hardware-compat ampere_plus"):
+    with pytest.raises(
+        T2VError,
+        match=r"GPU is NVIDIA GeForce RTX 4090 \(sm89\) but profile rtx3060 is sm86: build with --gpu rtx4090, "
+        r"or pass --hardware-compat ampere_plus",
+    ):
         trtmod.build_gpu_target(paths, "rtx3060", quiet=True)
     with pytest.raises(T2VError, match=r"TensorRT is not installed.*pip install -e '\.\[build,gpu\]'"):
         trtmod.build_gpu_target(paths, "rtx3060", quiet=True, hardware_compat="ampere_plus")
@@ -122,9 +126,12 @@ def test_ampere_plus_does_not_cover_turing() -> None:
 def fake_trt(version: str = "10.13.3.9", strongly_typed: bool = True) -> types.SimpleNamespace:
     """The few tensorrt names the build helpers read."""
     flags = types.SimpleNamespace(**({"STRONGLY_TYPED": 1} if strongly_typed else {}))
-    return types.SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=flags,
-                                 MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws", TACTIC_SHARED_MEMORY="tsm"),
-                                 HardwareCompatibilityLevel=types.SimpleNamespace(NONE=0, AMPERE_PLUS=1))
+    return types.SimpleNamespace(
+        __version__=version,
+        NetworkDefinitionCreationFlag=flags,
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws", TACTIC_SHARED_MEMORY="tsm"),
+        HardwareCompatibilityLevel=types.SimpleNamespace(NONE=0, AMPERE_PLUS=1),
+    )
 
 
 def test_builder_helpers_for_tensorrt_10_and_11() -> None:
@@ -197,9 +204,14 @@ def test_build_flow_writes_engines_plan_and_a_valid_manifest(paths: ArtifactPath
     manifest_path = trtmod.build_gpu_target(paths, "rtx3060", quiet=True, version_compatible=True)
     manifest = load_manifest(manifest_path.parent)  # schema + every hash
     data = manifest.data
-    assert data["target"] == {"name": "rtx3060", "backend": "tensorrt", "tensorrt_version": "10.13.3.9",
-                              "gpu": {"name": "NVIDIA GeForce RTX 3060", "compute_capability": "8.6", "vram_gb": 12.0},
-                              "hardware_compatibility": "none", "version_compatible": True}
+    assert data["target"] == {
+        "name": "rtx3060",
+        "backend": "tensorrt",
+        "tensorrt_version": "10.13.3.9",
+        "gpu": {"name": "NVIDIA GeForce RTX 3060", "compute_capability": "8.6", "vram_gb": 12.0},
+        "hardware_compatibility": "none",
+        "version_compatible": True,
+    }
     variant = data["components"]["denoiser"]["variants"]["fp32"]
     assert variant["file"] == "denoiser.fp32.trt10.13.3.sm86.plan" and variant["backend"] == "tensorrt"
     assert variant["compute_capability"] == "8.6"
@@ -217,9 +229,16 @@ def _gate_vouching(paths: ArtifactPaths, schedule: dict | None) -> None:
 
     graph = paths.onnx("denoiser", "int8")
     paths.calib_dir.mkdir(parents=True, exist_ok=True)
-    (paths.calib_dir / "gate.json").write_text(json.dumps({
-        "gated": True, "passed": True, "graphs": {graph.name: sha256_file(graph)},
-        "variants": [{"variant": "int8-qdq", "passed": True, "schedule": schedule, "float_steps": 2, "steps": 10}]}))
+    (paths.calib_dir / "gate.json").write_text(
+        json.dumps(
+            {
+                "gated": True,
+                "passed": True,
+                "graphs": {graph.name: sha256_file(graph)},
+                "variants": [{"variant": "int8-qdq", "passed": True, "schedule": schedule, "float_steps": 2, "steps": 10}],
+            }
+        )
+    )
 
 
 def _fake_build(plan, target: Path) -> dict:  # type: ignore[no-untyped-def]
@@ -270,8 +289,10 @@ def test_rebuild_command_is_exact(tmp_path: Path) -> None:
     """Every flag that shaped the plan is in the command, shell-quoted."""
     paths = ArtifactPaths(tmp_path / "my artifacts" / "tiny")
     command = trtmod.rebuild_command(paths, "rtx3060", True, True, "ampere_plus")
-    assert command == (f"t2vtrt engines --model tiny --artifacts '{tmp_path / 'my artifacts'}' --gpu rtx3060 "
-                       "--low-vram --version-compatible --hardware-compat ampere_plus")
+    assert command == (
+        f"t2vtrt engines --model tiny --artifacts '{tmp_path / 'my artifacts'}' --gpu rtx3060 "
+        "--low-vram --version-compatible --hardware-compat ampere_plus"
+    )
 
 
 # --------------------------------------------------------------------------- GPU only

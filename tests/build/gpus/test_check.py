@@ -70,11 +70,11 @@ def _stub_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fail_at: str | No
                 state.engines = engines
             state.profile = "rtx3060"
             return detail
+
         return run
 
     monkeypatch.setattr(check, "STEPS", [(n, step(n, f"{n} ok")) for n, _ in check.STEPS])
-    monkeypatch.setattr(check, "compare_engine", lambda state, name, precision, component: (
-        step(f"compare {name} {precision}", "rel_l2 0.01")(state)))
+    monkeypatch.setattr(check, "compare_engine", lambda state, name, precision, component: step(f"compare {name} {precision}", "rel_l2 0.01")(state))
     monkeypatch.setattr(check, "step_generate", step("generate", "video.mp4 (1, 8, 64, 64, 3)"))
     lines: list[str] = []
     assert check.run_gpu_check(tmp_path, echo=lines.append) is (fail_at is None and int8_built)
@@ -86,9 +86,20 @@ def test_gpu_check_table_has_every_step_engine_and_comparison(monkeypatch: pytes
     """One table: install, detect, export, INT8, build, a row per engine with precision and size, a compare per engine, generate."""
     lines = _stub_run(monkeypatch, tmp_path, None)
     steps = [line[:34].strip() for line in lines[1:-1]]
-    assert steps == ["install", "detect", "export + surgery", "calibrate + quantize (INT8 Q/DQ)", "build engines",
-                     "build text_encoder fp16", "build denoiser fp16", "build denoiser int8",
-                     "compare text_encoder fp16", "compare denoiser fp16", "compare denoiser int8", "generate"]
+    assert steps == [
+        "install",
+        "detect",
+        "export + surgery",
+        "calibrate + quantize (INT8 Q/DQ)",
+        "build engines",
+        "build text_encoder fp16",
+        "build denoiser fp16",
+        "build denoiser int8",
+        "compare text_encoder fp16",
+        "compare denoiser fp16",
+        "compare denoiser int8",
+        "generate",
+    ]
     assert all(" PASS " in line for line in lines[1:-1])
     assert "denoiser.int8.plan 3.0 MiB" in lines[8]
     assert lines[-1].startswith("gpu-check: PASS (12 steps")
@@ -172,10 +183,14 @@ def test_compare_metrics_and_within() -> None:
 
 def test_sample_feeds_follow_the_spec() -> None:
     """Opt shapes, dtypes and value ranges of a manifest component."""
-    spec = {"axes": {"batch": [1, 2, 4], "seq": [77, 77, 77]},
-            "inputs": [{"name": "ids", "dtype": "int32", "shape": ["batch", "seq"], "value_range": [0, 9]},
-                       {"name": "t", "dtype": "float32", "shape": ["batch"], "value_range": [0, 999]},
-                       {"name": "x", "dtype": "float32", "shape": ["batch", 4]}]}
+    spec = {
+        "axes": {"batch": [1, 2, 4], "seq": [77, 77, 77]},
+        "inputs": [
+            {"name": "ids", "dtype": "int32", "shape": ["batch", "seq"], "value_range": [0, 9]},
+            {"name": "t", "dtype": "float32", "shape": ["batch"], "value_range": [0, 999]},
+            {"name": "x", "dtype": "float32", "shape": ["batch", 4]},
+        ],
+    }
     feeds = check.sample_feeds(spec)
     assert feeds["ids"].shape == (2, 77) and feeds["ids"].dtype == np.int32 and 0 <= feeds["ids"].min() <= feeds["ids"].max() <= 9
     assert feeds["t"].shape == (2,) and (0 <= feeds["t"]).all() and (feeds["t"] <= 999).all()

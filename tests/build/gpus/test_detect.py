@@ -43,8 +43,12 @@ def _gpus_per_nvidia_smi() -> int:
 
 def test_nvml_without_driver_falls_back_quietly() -> None:
     """Detection in a fresh process finds exactly the GPUs the driver lists (none here), without raising or printing."""
-    result = subprocess.run([sys.executable, "-c", "from t2vtrt.build.gpus.detect import detect_gpus; print(len(detect_gpus()))"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "from t2vtrt.build.gpus.detect import detect_gpus; print(len(detect_gpus()))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip()) == _gpus_per_nvidia_smi()
     assert result.stderr == ""

@@ -77,17 +77,36 @@ def test_a_new_file_is_a_new_gpu(tmp_path: Path) -> None:
         ('compute_capability = "8.6"\nvram_gb = "12"\n[shapes.unet3d]\n', r"field 'vram_gb' must be a number"),
         ('compute_capability = "7.5"\nvram_gb = 16\nprecisions = ["fp32", "fp8"]\n[shapes.unet3d]\n', r"'fp8' needs compute capability 8\.9\+"),
         ('compute_capability = "8.6"\nvram_gb = 12\nprecisions = ["fp32", "int4"]\n[shapes.unet3d]\n', r"unknown precision 'int4'"),
-        ('compute_capability = "7.5"\nvram_gb = 16\nhardware_compatibility = "ampere_plus"\n[shapes.unet3d]\n',
-         r"'ampere_plus' needs compute capability 8\.0\+"),
+        (
+            'compute_capability = "7.5"\nvram_gb = 16\nhardware_compatibility = "ampere_plus"\n[shapes.unet3d]\n',
+            r"'ampere_plus' needs compute capability 8\.0\+",
+        ),
         ('compute_capability = "8.6"\nvram_gb = 12\n[memory_pool_limits]\nworkspace = 1\n[shapes.unet3d]\n', r"unknown memory pool 'workspace'"),
         ('compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3D]\n', r"\[shapes\.unet3D\] names an unknown model family"),
         ('compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3d]\nbatch = [1, 1, 2]\n', r"missing shapes\.unet3d\.frames"),
-        ('compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3d]\nbatch = [2, 1, 2]\nframes = [1, 1, 1]\n'
-         'height = [8, 8, 8]\nwidth = [8, 8, 8]\n', r"shapes\.unet3d\.batch must be \[min, opt, max\]"),
+        (
+            'compute_capability = "8.6"\nvram_gb = 12\n[shapes.unet3d]\nbatch = [2, 1, 2]\nframes = [1, 1, 1]\n'
+            "height = [8, 8, 8]\nwidth = [8, 8, 8]\n",
+            r"shapes\.unet3d\.batch must be \[min, opt, max\]",
+        ),
         ('compute_capability = "8.6"\nvram_gb = 12\n[shapes]\n', r"\[shapes\] needs at least one family table"),
     ],
-    ids=["bad-toml", "unknown-field", "missing-capability", "missing-vram", "bad-capability", "wrong-type", "fp8-on-turing",
-         "unknown-precision", "ampere-plus-on-turing", "unknown-pool", "unknown-family", "missing-axis", "bad-range", "no-family"],
+    ids=[
+        "bad-toml",
+        "unknown-field",
+        "missing-capability",
+        "missing-vram",
+        "bad-capability",
+        "wrong-type",
+        "fp8-on-turing",
+        "unknown-precision",
+        "ampere-plus-on-turing",
+        "unknown-pool",
+        "unknown-family",
+        "missing-axis",
+        "bad-range",
+        "no-family",
+    ],
 )
 def test_invalid_profiles_fail_in_one_line(tmp_path: Path, content: str, message: str) -> None:
     """Each mistake: one line naming the file, the problem and the fix."""

@@ -43,5 +43,9 @@ def test_nothing_to_see() -> None:
 def test_parse_prompt() -> None:
     """Attributes are read from the caption wording; unnamed ones are None."""
     assert adherence.parse_prompt("A Cyan triangle shrinking on a light background") == {
-        "color": "cyan", "shape": "triangle", "motion": "shrink", "background": "light"}
+        "color": "cyan",
+        "shape": "triangle",
+        "motion": "shrink",
+        "background": "light",
+    }
     assert adherence.parse_prompt("a boat")["color"] is None

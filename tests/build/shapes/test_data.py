@@ -42,7 +42,7 @@ def test_clip_shows_the_spec() -> None:
     rng = np.random.default_rng(0)
     spec = data.random_spec(rng, ("blue", "square", "right"), "dark")
     video = data.render(spec)
-    object_px = (np.abs(video.astype(int) - data.BACKGROUNDS["dark"] - spec.background_jitter).sum(-1) > 100)
+    object_px = np.abs(video.astype(int) - data.BACKGROUNDS["dark"] - spec.background_jitter).sum(-1) > 100
     assert object_px.all(axis=0)[[0, -1], :].sum() == 0 and object_px[:, :, [0, -1]].sum() == 0  # off the border
     xs = [np.nonzero(m)[1].mean() for m in object_px]
     assert xs[-1] - xs[0] >= data.TRAVEL[0] - 1

@@ -69,7 +69,6 @@ def test_learning_rate_schedule() -> None:
     assert train.lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
 
 
-
 def test_warm_restart_cycles() -> None:
     """cfg["then"] appends cycles: the global step runs on into the next cycle's warmup and cosine."""
     cfg = {"steps": 100, "lr": 1.0, "warmup": 10, "then": [{"steps": 50, "lr": 0.5, "warmup": 5}]}
@@ -80,13 +79,13 @@ def test_warm_restart_cycles() -> None:
     assert train.scheduled_lr(104, cfg) == pytest.approx(0.5)
     assert train.scheduled_lr(150, cfg) == pytest.approx(0.05)  # past the end: the last cycle's floor
 
+
 def test_pretrained_vae_skips_the_vae_phase(tmp_path: Path) -> None:
     """run(vae=DIR) copies a trained VAE instead of training one, rescales it on the UNet data and says so."""
     from diffusers import AutoencoderKL
 
     work, out = tmp_path / "work", tmp_path / "model"
-    result = train.run(_micro_config(tmp_path, 1), work, out, quiet=True, summary=None, echo=lambda _: None,
-                       vae=train.SHIPPED / "vae")
+    result = train.run(_micro_config(tmp_path, 1), work, out, quiet=True, summary=None, echo=lambda _: None, vae=train.SHIPPED / "vae")
     assert not (work / "vae_loss.csv").exists() and not (work / "vae.ckpt").exists()
     assert result["vae_reused_from"] == str(train.SHIPPED / "vae") and list(result["final_loss"]) == ["unet"]
     shipped = AutoencoderKL.from_pretrained(train.SHIPPED / "vae").state_dict()

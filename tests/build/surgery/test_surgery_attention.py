@@ -9,17 +9,19 @@ from t2vtrt.build.surgery.attention import fuse_attention_ort
 HEADS, HEAD = 2, 4
 
 
-def _attention_graph(ortc, heads: int | None = HEADS, mask: bool = False, axis: int = -1,
-                     dtype: type = np.float32) -> gs.Graph:
+def _attention_graph(ortc, heads: int | None = HEADS, mask: bool = False, axis: int = -1, dtype: type = np.float32) -> gs.Graph:
     """The exporter's pattern: Q and K^T each scaled by H^-1/4, scores, softmax, times V (dynamic B, S, L)."""
     q = gs.Variable("q", dtype=dtype, shape=["b", heads, "s", HEAD])
     k_t = gs.Variable("k_t", dtype=dtype, shape=["b", heads, HEAD, "l"])
     v = gs.Variable("v", dtype=dtype, shape=["b", heads, "l", HEAD])
     out = gs.Variable("out", dtype=dtype, shape=["b", heads, "s", HEAD])
-    scale = gs.Constant("scale", np.array(HEAD ** -0.25, dtype=dtype))
+    scale = gs.Constant("scale", np.array(HEAD**-0.25, dtype=dtype))
     qs, ks, scores, probs = (gs.Variable(n, dtype=dtype, shape=None) for n in ("qs", "ks", "scores", "probs"))
-    nodes = [gs.Node("Mul", inputs=[q, scale], outputs=[qs]), gs.Node("Mul", inputs=[k_t, scale], outputs=[ks]),
-             gs.Node("MatMul", inputs=[qs, ks], outputs=[scores])]
+    nodes = [
+        gs.Node("Mul", inputs=[q, scale], outputs=[qs]),
+        gs.Node("Mul", inputs=[k_t, scale], outputs=[ks]),
+        gs.Node("MatMul", inputs=[qs, ks], outputs=[scores]),
+    ]
     qs.shape, ks.shape = q.shape, k_t.shape
     scores.shape = ["b", heads, "s", "l"]
     inputs = [q, k_t, v]
@@ -30,16 +32,20 @@ def _attention_graph(ortc, heads: int | None = HEADS, mask: bool = False, axis: 
         inputs.append(bias)
         scores = masked
     probs.shape = scores.shape
-    nodes += [gs.Node("Softmax", name="attn/Softmax", attrs={"axis": axis}, inputs=[scores], outputs=[probs]),
-              gs.Node("MatMul", inputs=[probs, v], outputs=[out])]
+    nodes += [
+        gs.Node("Softmax", name="attn/Softmax", attrs={"axis": axis}, inputs=[scores], outputs=[probs]),
+        gs.Node("MatMul", inputs=[probs, v], outputs=[out]),
+    ]
     return ortc.graph(nodes, inputs, [out])
 
 
 def _feeds(s: int = 6, l: int = 5, batch: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"q": rng.standard_normal((batch, HEADS, s, HEAD), dtype=np.float32),
-            "k_t": rng.standard_normal((batch, HEADS, HEAD, l), dtype=np.float32),
-            "v": rng.standard_normal((batch, HEADS, l, HEAD), dtype=np.float32)}
+    return {
+        "q": rng.standard_normal((batch, HEADS, s, HEAD), dtype=np.float32),
+        "k_t": rng.standard_normal((batch, HEADS, HEAD, l), dtype=np.float32),
+        "v": rng.standard_normal((batch, HEADS, l, HEAD), dtype=np.float32),
+    }
 
 
 @pytest.mark.parametrize("s,l", [(6, 6), (6, 5)])  # self-attention, and cross-attention with L != S

@@ -18,10 +18,19 @@ def _cast(src: gs.Tensor, to: int, name: str, dtype) -> tuple[gs.Node, gs.Variab
 @pytest.mark.parametrize(
     "src, dst, expected",
     [
-        (np.float16, np.float32, True), (np.float32, np.float64, True), (np.float32, np.float16, False),
-        (np.int32, np.int64, True), (np.int64, np.int32, False), (np.uint8, np.int16, True), (np.int8, np.uint8, False),
-        (np.int32, np.float64, True), (np.int32, np.float32, False), (np.int16, np.float32, True),
-        (np.int64, np.float64, False), (np.bool_, np.float16, True), (np.float32, np.int64, False),
+        (np.float16, np.float32, True),
+        (np.float32, np.float64, True),
+        (np.float32, np.float16, False),
+        (np.int32, np.int64, True),
+        (np.int64, np.int32, False),
+        (np.uint8, np.int16, True),
+        (np.int8, np.uint8, False),
+        (np.int32, np.float64, True),
+        (np.int32, np.float32, False),
+        (np.int16, np.float32, True),
+        (np.int64, np.float64, False),
+        (np.bool_, np.float16, True),
+        (np.float32, np.int64, False),
         (np.float32, np.bool_, False),
     ],
 )

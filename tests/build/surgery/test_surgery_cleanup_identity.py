@@ -14,8 +14,7 @@ def _var(name: str, shape=(2, 3)) -> gs.Variable:
 def test_cleanup_drops_dead_nodes_and_sorts(ortc, op_list):
     x, h, y, dead = _var("x"), _var("h"), _var("y"), _var("dead")
     # Written out of order, plus a branch that reaches no output.
-    nodes = [gs.Node("Relu", inputs=[h], outputs=[y]), gs.Node("Neg", inputs=[x], outputs=[h]),
-             gs.Node("Abs", inputs=[x], outputs=[dead])]
+    nodes = [gs.Node("Relu", inputs=[h], outputs=[y]), gs.Node("Neg", inputs=[x], outputs=[h]), gs.Node("Abs", inputs=[x], outputs=[dead])]
     graph = ortc.graph(nodes, [x], [y])
     before = ortc.model(graph.copy().toposort())  # the checker (rightly) refuses an unsorted model
     assert cleanup(graph) == 1

@@ -15,23 +15,23 @@ def _ints(name: str, *values: int) -> gs.Constant:
     return gs.Constant(name, np.array(values, dtype=np.int64))
 
 
-def _geglu_graph(ortc, const_weight: bool = True, extra_reader: bool = False, step: int | None = None,
-                 axis: int = -1) -> gs.Graph:
+def _geglu_graph(ortc, const_weight: bool = True, extra_reader: bool = False, step: int | None = None, axis: int = -1) -> gs.Graph:
     """The exporter's pattern: x @ W[C, 2I] + b[2I], Slices [0:I] and [I:INT64_MAX] of the last axis, multiplied."""
     rng = np.random.default_rng(0)
     x = gs.Variable("x", dtype=np.float32, shape=["b", "s", C])
     weight_values = rng.standard_normal((C, 2 * I)).astype(np.float32)
-    weight = (gs.Constant("proj.weight", weight_values) if const_weight
-              else gs.Variable("proj.weight", dtype=np.float32, shape=[C, 2 * I]))
+    weight = gs.Constant("proj.weight", weight_values) if const_weight else gs.Variable("proj.weight", dtype=np.float32, shape=[C, 2 * I])
     bias = gs.Constant("proj.bias", rng.standard_normal(2 * I).astype(np.float32))
     mm, proj, hidden, gate = (gs.Variable(n, dtype=np.float32) for n in ("mm", "proj", "hidden", "gate"))
     out = gs.Variable("out", dtype=np.float32, shape=["b", "s", I])
     tail = [_ints("axes", axis)] + ([_ints("steps", step)] if step is not None else [])
-    nodes = [gs.Node("MatMul", inputs=[x, weight], outputs=[mm]),
-             gs.Node("Add", inputs=[bias, mm], outputs=[proj]),  # bias first, as the exporter writes it
-             gs.Node("Slice", inputs=[proj, _ints("s0", 0), _ints("e0", I), *tail], outputs=[hidden]),
-             gs.Node("Slice", inputs=[proj, _ints("s1", I), _ints("e1", INT64_MAX), *tail], outputs=[gate]),
-             gs.Node("Mul", inputs=[hidden, gate], outputs=[out])]
+    nodes = [
+        gs.Node("MatMul", inputs=[x, weight], outputs=[mm]),
+        gs.Node("Add", inputs=[bias, mm], outputs=[proj]),  # bias first, as the exporter writes it
+        gs.Node("Slice", inputs=[proj, _ints("s0", 0), _ints("e0", I), *tail], outputs=[hidden]),
+        gs.Node("Slice", inputs=[proj, _ints("s1", I), _ints("e1", INT64_MAX), *tail], outputs=[gate]),
+        gs.Node("Mul", inputs=[hidden, gate], outputs=[out]),
+    ]
     outputs = [out]
     if extra_reader:
         total = gs.Variable("total", dtype=np.float32)
@@ -60,12 +60,15 @@ def test_projection_is_split_with_the_same_output(ortc):
     assert split_geglu(graph) == 0  # nothing left to split
 
 
-@pytest.mark.parametrize("variant", [
-    {"const_weight": False},  # a weight computed at run time cannot be cut into constants
-    {"extra_reader": True},  # the whole projection is read by something else: it must still be computed
-    {"step": 2},  # every other column
-    {"axis": 1},  # a slice of the sequence, not of the columns
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"const_weight": False},  # a weight computed at run time cannot be cut into constants
+        {"extra_reader": True},  # the whole projection is read by something else: it must still be computed
+        {"step": 2},  # every other column
+        {"axis": 1},  # a slice of the sequence, not of the columns
+    ],
+)
 def test_other_patterns_are_left_alone(ortc, op_list, variant):
     graph = _geglu_graph(ortc, **variant)
     ops = op_list(graph)

@@ -19,9 +19,13 @@ def _group_norm_graph(ortc, groups: int, channels: int, scale: np.ndarray | None
     affine = (rng.standard_normal((channels, 1, 1, 1)).astype(np.float32) for _ in range(2))
     nodes = [
         gs.Node("Reshape", inputs=[x, gs.Constant("target", np.array([0, groups, -1], np.int64))], outputs=[grouped]),
-        gs.Node("InstanceNormalization", name="gn", attrs={"epsilon": 1e-5},
-                inputs=[grouped, gs.Constant("s", unit), gs.Constant("b", np.zeros(groups, np.float32))],
-                outputs=[normed]),
+        gs.Node(
+            "InstanceNormalization",
+            name="gn",
+            attrs={"epsilon": 1e-5},
+            inputs=[grouped, gs.Constant("s", unit), gs.Constant("b", np.zeros(groups, np.float32))],
+            outputs=[normed],
+        ),
         gs.Node("Shape", inputs=[x], outputs=[shape]),
         gs.Node("Reshape", inputs=[normed, shape], outputs=[back]),
         gs.Node("Mul", inputs=[back, gs.Constant("gamma", next(affine))], outputs=[scaled]),

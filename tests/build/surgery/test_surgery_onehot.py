@@ -11,8 +11,9 @@ def _onehot_graph(ortc, indices: np.ndarray, depth: int, axis: int | None = None
     values = gs.Variable("values", dtype=np.int64, shape=[2])
     y = gs.Variable("y", dtype=np.int64, shape=[None] * (indices.ndim + 1))
     attrs = {} if axis is None else {"axis": axis}
-    node = gs.Node("OneHot", attrs=attrs, outputs=[y],
-                   inputs=[gs.Constant("indices", indices), gs.Constant("depth", np.array(depth, np.int64)), values])
+    node = gs.Node(
+        "OneHot", attrs=attrs, outputs=[y], inputs=[gs.Constant("indices", indices), gs.Constant("depth", np.array(depth, np.int64)), values]
+    )
     return ortc.graph([node], [values], [y])
 
 

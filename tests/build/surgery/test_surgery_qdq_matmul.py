@@ -9,8 +9,7 @@ from t2vtrt.build.surgery.qdq_matmul import fuse_matmul_integer_bias
 K, N = 6, 4
 
 
-def _quantized_projection(ortc, weight_axis: int = 1, per_tensor: bool = False, bias_shape: tuple = (N,),
-                          extra_reader: bool = False) -> gs.Graph:
+def _quantized_projection(ortc, weight_axis: int = 1, per_tensor: bool = False, bias_shape: tuple = (N,), extra_reader: bool = False) -> gs.Graph:
     """What onnxruntime.quantization writes for a Linear: uint8 activation Q/DQ, int8 per-column weight DQ."""
     rng = np.random.default_rng(0)
     x = gs.Variable("x", dtype=np.float32, shape=["b", "s", K])
@@ -22,10 +21,13 @@ def _quantized_projection(ortc, weight_axis: int = 1, per_tensor: bool = False, 
     bias = gs.Constant("bias", rng.standard_normal(bias_shape).astype(np.float32))
     q, a, wf, y = (gs.Variable(n) for n in ("q", "a", "wf", "y"))
     out = gs.Variable("out", dtype=np.float32, shape=["b", "s", N])
-    nodes = [gs.Node("QuantizeLinear", inputs=[x, a_scale, a_zero], outputs=[q]),
-             gs.Node("DequantizeLinear", inputs=[q, a_scale, a_zero], outputs=[a]),
-             gs.Node("DequantizeLinear", attrs={} if per_tensor else {"axis": weight_axis}, inputs=[w, w_scale, w_zero], outputs=[wf]),
-             gs.Node("MatMul", inputs=[a, wf], outputs=[y]), gs.Node("Add", inputs=[bias, y], outputs=[out])]
+    nodes = [
+        gs.Node("QuantizeLinear", inputs=[x, a_scale, a_zero], outputs=[q]),
+        gs.Node("DequantizeLinear", inputs=[q, a_scale, a_zero], outputs=[a]),
+        gs.Node("DequantizeLinear", attrs={} if per_tensor else {"axis": weight_axis}, inputs=[w, w_scale, w_zero], outputs=[wf]),
+        gs.Node("MatMul", inputs=[a, wf], outputs=[y]),
+        gs.Node("Add", inputs=[bias, y], outputs=[out]),
+    ]
     outputs = [out]
     if extra_reader:
         y.dtype, y.shape = np.float32, ["b", "s", N]

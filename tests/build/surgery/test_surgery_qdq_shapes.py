@@ -12,9 +12,11 @@ def _qdq_graph(ortc, with_reader: bool) -> gs.Graph:
     scale, zero = gs.Constant("scale", np.array(0.1, np.float32)), gs.Constant("zero", np.array(128, np.uint8))
     q, dq = gs.Variable("q", dtype=np.uint8, shape=["b", 3]), gs.Variable("dq", dtype=np.float32, shape=["b", 3])
     shape = gs.Variable("shape", dtype=np.int64, shape=[2])
-    nodes = [gs.Node("QuantizeLinear", inputs=[x, scale, zero], outputs=[q]),
-             gs.Node("DequantizeLinear", inputs=[q, scale, zero], outputs=[dq]),
-             gs.Node("Shape", inputs=[dq], outputs=[shape])]
+    nodes = [
+        gs.Node("QuantizeLinear", inputs=[x, scale, zero], outputs=[q]),
+        gs.Node("DequantizeLinear", inputs=[q, scale, zero], outputs=[dq]),
+        gs.Node("Shape", inputs=[dq], outputs=[shape]),
+    ]
     outputs = [shape]
     if with_reader:
         relu = gs.Variable("relu", dtype=np.float32, shape=["b", 3])

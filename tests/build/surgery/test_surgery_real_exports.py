@@ -36,8 +36,9 @@ class _Decoder(torch.nn.Module):
 def _export(module, args, path, names, dynamic_axes) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=names[:-1],
-                          output_names=names[-1:], dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, opset_version=17, input_names=names[:-1], output_names=names[-1:], dynamic_axes=dynamic_axes
+        )
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +47,35 @@ def exports(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("exports")
     unet = diffusers.UNet3DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), block_out_channels=(32, 64), layers_per_block=1,
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32).eval()
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ).eval()
     video = {0: "batch", 2: "frames", 3: "height", 4: "width"}
-    _export(_UNet(unet), (torch.randn(2, 4, 2, 8, 8), torch.tensor([10.0, 10.0]), torch.randn(2, 77, 32)),
-            folder / "denoiser.onnx", ["sample", "timestep", "encoder_hidden_states", "noise_pred"],
-            {"sample": video, "timestep": {0: "batch"}, "encoder_hidden_states": {0: "batch"}, "noise_pred": video})
+    _export(
+        _UNet(unet),
+        (torch.randn(2, 4, 2, 8, 8), torch.tensor([10.0, 10.0]), torch.randn(2, 77, 32)),
+        folder / "denoiser.onnx",
+        ["sample", "timestep", "encoder_hidden_states", "noise_pred"],
+        {"sample": video, "timestep": {0: "batch"}, "encoder_hidden_states": {0: "batch"}, "noise_pred": video},
+    )
     vae = diffusers.AutoencoderKL(
-        block_out_channels=(16, 16, 32, 32), down_block_types=4 * ("DownEncoderBlock2D",),
-        up_block_types=4 * ("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
+        block_out_channels=(16, 16, 32, 32),
+        down_block_types=4 * ("DownEncoderBlock2D",),
+        up_block_types=4 * ("UpDecoderBlock2D",),
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+    ).eval()
     image = {0: "batch", 2: "height", 3: "width"}
-    _export(_Decoder(vae), (torch.randn(1, 4, 8, 8),), folder / "vae_decoder.onnx", ["latent", "images"],
-            {"latent": image, "images": image})
+    _export(_Decoder(vae), (torch.randn(1, 4, 8, 8),), folder / "vae_decoder.onnx", ["latent", "images"], {"latent": image, "images": image})
     return folder
 
 
@@ -71,9 +88,11 @@ def _run(path, feeds) -> np.ndarray:
 RNG = np.random.default_rng(0)
 CASES = {
     # Shapes differ from the export's sample inputs: the dynamic axes must survive the surgery.
-    "denoiser": {"sample": RNG.standard_normal((1, 4, 3, 16, 16), np.float32),
-                 "timestep": np.array([500.0], np.float32),
-                 "encoder_hidden_states": RNG.standard_normal((1, 77, 32), np.float32)},
+    "denoiser": {
+        "sample": RNG.standard_normal((1, 4, 3, 16, 16), np.float32),
+        "timestep": np.array([500.0], np.float32),
+        "encoder_hidden_states": RNG.standard_normal((1, 77, 32), np.float32),
+    },
     "vae_decoder": {"latent": RNG.standard_normal((2, 4, 8, 16), np.float32)},
 }
 
@@ -98,8 +117,7 @@ def test_default_pipeline_keeps_outputs_and_shrinks_graph(exports, component):
 def _same_model(a, b) -> None:
     """Same nodes, same I/O and bit-identical initializers (wherever their bytes were stored)."""
     ma, mb = onnx.load(str(a)), onnx.load(str(b))
-    assert [(n.op_type, list(n.input), list(n.output)) for n in ma.graph.node] == \
-        [(n.op_type, list(n.input), list(n.output)) for n in mb.graph.node]
+    assert [(n.op_type, list(n.input), list(n.output)) for n in ma.graph.node] == [(n.op_type, list(n.input), list(n.output)) for n in mb.graph.node]
     inits_a = {t.name: onnx.numpy_helper.to_array(t) for t in ma.graph.initializer}
     inits_b = {t.name: onnx.numpy_helper.to_array(t) for t in mb.graph.initializer}
     assert sorted(inits_a) == sorted(inits_b)
@@ -119,8 +137,7 @@ def test_weights_left_on_disk_give_the_same_graph(exports, tmp_path, monkeypatch
     run_surgery(exports / "denoiser.onnx", in_memory, passes)
     split = tmp_path / "split" / "denoiser.onnx"
     split.parent.mkdir()
-    onnx.save(onnx.load(str(exports / "denoiser.onnx")), str(split), save_as_external_data=True,
-              all_tensors_to_one_file=False, size_threshold=0)
+    onnx.save(onnx.load(str(exports / "denoiser.onnx")), str(split), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
     monkeypatch.setattr(graphfiles, "INLINE_BYTES", 256)  # every weight stays on disk; scalars and shapes are read
     monkeypatch.setattr(graphfiles, "EXTERNAL_DATA_BYTES", 0)
     on_disk = tmp_path / "disk" / "denoiser.opt.onnx"

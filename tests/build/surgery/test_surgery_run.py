@@ -12,7 +12,15 @@ from t2vtrt.build.surgery import DEFAULT_PIPELINE, PASSES, PIPELINES, get_pass, 
 from t2vtrt.runtime.errors import T2VError
 
 REPORT_KEYS = {
-    "input", "output", "opset", "nodes_before", "nodes_after", "ops_before", "ops_after", "passes", "seconds",
+    "input",
+    "output",
+    "opset",
+    "nodes_before",
+    "nodes_after",
+    "ops_before",
+    "ops_after",
+    "passes",
+    "seconds",
 }
 
 
@@ -22,8 +30,11 @@ def small_model(tmp_path, ortc):
     x, h, c, y = (gs.Variable(n, dtype=np.float32, shape=[2, 64]) for n in ("x", "h", "c", "y"))
     h.dtype = h.shape = c.dtype = c.shape = None
     w = gs.Constant("w", np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32))
-    nodes = [gs.Node("Identity", inputs=[x], outputs=[h]), gs.Node("Cast", attrs={"to": 1}, inputs=[h], outputs=[c]),
-             gs.Node("MatMul", inputs=[c, w], outputs=[y])]
+    nodes = [
+        gs.Node("Identity", inputs=[x], outputs=[h]),
+        gs.Node("Cast", attrs={"to": 1}, inputs=[h], outputs=[c]),
+        gs.Node("MatMul", inputs=[c, w], outputs=[y]),
+    ]
     path = tmp_path / "model.onnx"
     onnx.save(ortc.model(ortc.graph(nodes, [x], [y])), str(path))
     return path

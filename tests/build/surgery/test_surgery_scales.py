@@ -9,20 +9,27 @@ from t2vtrt.build.surgery.scales import fold_scale_into_weights
 HEADS, HEAD = 2, 3
 
 
-def _scaled_query(ortc, scale_first: bool = False, weight_input: bool = False, extra_reader: bool = False,
-                  factor: np.ndarray | None = None) -> gs.Graph:
+def _scaled_query(
+    ortc, scale_first: bool = False, weight_input: bool = False, extra_reader: bool = False, factor: np.ndarray | None = None
+) -> gs.Graph:
     """The exporter's query: project, split heads (Reshape + Transpose), scale by head_size^-1/4."""
     x = gs.Variable("x", dtype=np.float32, shape=["b", "s", HEADS * HEAD])
     rng = np.random.default_rng(0)
-    w = (gs.Variable("w", dtype=np.float32, shape=[HEADS * HEAD, HEADS * HEAD]) if weight_input
-         else gs.Constant("w", rng.standard_normal((HEADS * HEAD, HEADS * HEAD)).astype(np.float32)))
-    s = gs.Constant("s", np.array(HEAD ** -0.25, np.float32) if factor is None else factor)
+    w = (
+        gs.Variable("w", dtype=np.float32, shape=[HEADS * HEAD, HEADS * HEAD])
+        if weight_input
+        else gs.Constant("w", rng.standard_normal((HEADS * HEAD, HEADS * HEAD)).astype(np.float32))
+    )
+    s = gs.Constant("s", np.array(HEAD**-0.25, np.float32) if factor is None else factor)
     shape = gs.Constant("shape", np.array([0, 0, HEADS, HEAD], np.int64))
     q, q4, qt = (gs.Variable(n, dtype=np.float32) for n in ("q", "q4", "qt"))
     out = gs.Variable("out", dtype=np.float32, shape=["b", HEADS, "s", HEAD])
-    nodes = [gs.Node("MatMul", inputs=[x, w], outputs=[q]), gs.Node("Reshape", inputs=[q, shape], outputs=[q4]),
-             gs.Node("Transpose", attrs={"perm": [0, 2, 1, 3]}, inputs=[q4], outputs=[qt]),
-             gs.Node("Mul", inputs=[s, qt] if scale_first else [qt, s], outputs=[out])]
+    nodes = [
+        gs.Node("MatMul", inputs=[x, w], outputs=[q]),
+        gs.Node("Reshape", inputs=[q, shape], outputs=[q4]),
+        gs.Node("Transpose", attrs={"perm": [0, 2, 1, 3]}, inputs=[q4], outputs=[qt]),
+        gs.Node("Mul", inputs=[s, qt] if scale_first else [qt, s], outputs=[out]),
+    ]
     outputs = [out]
     if extra_reader:
         other = gs.Variable("other", dtype=np.float32)
@@ -43,8 +50,7 @@ def test_scale_moves_into_the_weight(ortc, scale_first):
     ortc.assert_same(before, after, {"x": x}, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", [{"weight_input": True}, {"extra_reader": True},
-                                     {"factor": np.full((HEAD,), 0.5, np.float32)}])
+@pytest.mark.parametrize("variant", [{"weight_input": True}, {"extra_reader": True}, {"factor": np.full((HEAD,), 0.5, np.float32)}])
 def test_what_is_not_a_private_scalar_scale_is_left_alone(ortc, variant):
     """A weight computed at run time, a moved tensor someone else reads, a per-channel factor."""
     graph = _scaled_query(ortc, **variant)

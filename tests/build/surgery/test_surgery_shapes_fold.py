@@ -28,8 +28,7 @@ def test_fold_constants_folds_static_shape_arithmetic(ortc, op_list):
         gs.Node("Shape", inputs=[x], outputs=[shape]),
         gs.Node("Gather", attrs={"axis": 0}, inputs=[shape, gs.Constant("one", np.array(1, np.int64))], outputs=[dim]),
         gs.Node("Unsqueeze", inputs=[dim, gs.Constant("axes", np.array([0], np.int64))], outputs=[dim1]),
-        gs.Node("Concat", attrs={"axis": 0}, outputs=[target],
-                inputs=[gs.Constant("minus1", np.array([-1], np.int64)), dim1]),
+        gs.Node("Concat", attrs={"axis": 0}, outputs=[target], inputs=[gs.Constant("minus1", np.array([-1], np.int64)), dim1]),
         gs.Node("Reshape", inputs=[x, target], outputs=[y]),
     ]
     graph = ortc.graph(nodes, [x], [y])
@@ -65,8 +64,11 @@ def test_fold_constants_reads_weights_left_on_disk_that_it_folds(ortc, tmp_path)
     ids = gs.Constant("ids", np.array([2, 0, 1], np.int64))
     w = gs.Constant("w", rng.standard_normal((64, 64)).astype(np.float32))
     pos, h, y = gs.Variable("pos"), gs.Variable("h"), gs.Variable("y", dtype=np.float32, shape=[3, 64])
-    nodes = [gs.Node("Gather", inputs=[table, ids], outputs=[pos]), gs.Node("Add", inputs=[x, pos], outputs=[h]),
-             gs.Node("MatMul", inputs=[h, w], outputs=[y])]
+    nodes = [
+        gs.Node("Gather", inputs=[table, ids], outputs=[pos]),
+        gs.Node("Add", inputs=[x, pos], outputs=[h]),
+        gs.Node("MatMul", inputs=[h, w], outputs=[y]),
+    ]
     before = ortc.model(ortc.graph(nodes, [x], [y]))
     path, split = tmp_path / "m.onnx", onnx.ModelProto()
     split.CopyFrom(before)  # onnx.save re-points the tensors of the model it saves

@@ -24,8 +24,7 @@ def _transposes(model: onnx.ModelProto) -> list[list[int]]:
     return [list(n.attribute[0].ints) for n in model.graph.node if n.op_type == "Transpose"]
 
 
-@pytest.mark.parametrize("perm,steps", [(BACK, ["Reshape", "Transpose", "Reshape"]),
-                                        (INTO_TOKENS, ["Transpose", "Reshape", "Transpose", "Reshape"])])
+@pytest.mark.parametrize("perm,steps", [(BACK, ["Reshape", "Transpose", "Reshape"]), (INTO_TOKENS, ["Transpose", "Reshape", "Transpose", "Reshape"])])
 def test_plans_use_only_fast_transposes(perm, steps):
     planned = plan(5, perm)
     assert [s.op for s in planned] == steps
@@ -64,11 +63,14 @@ def test_onnxruntime_keeps_the_fast_form(ortc, tmp_path):
     assert len(perms) == 2 and all(is_fast(p) for p in perms)
 
 
-@pytest.mark.parametrize("perm,shape", [
-    ([0, 2, 1, 3, 4], ["b", 6, "f", 4, 5]),  # already fast
-    (BACK, ["b", "h", "w", "f", "c"]),  # merging H,W and F,C would need two unknown sizes in one Reshape
-    (BACK, None),  # rank unknown
-])
+@pytest.mark.parametrize(
+    "perm,shape",
+    [
+        ([0, 2, 1, 3, 4], ["b", 6, "f", 4, 5]),  # already fast
+        (BACK, ["b", "h", "w", "f", "c"]),  # merging H,W and F,C would need two unknown sizes in one Reshape
+        (BACK, None),  # rank unknown
+    ],
+)
 def test_what_cannot_be_rewritten_is_left_alone(ortc, perm, shape):
     x = gs.Variable("x", dtype=np.float32, shape=shape)
     y = gs.Variable("y", dtype=np.float32, shape=None)

@@ -36,10 +36,18 @@ def test_config_follows_the_manifest(tiny_engines: Path) -> None:
     for name, dtype, optional, _ in INPUTS:
         line = next(line for line in text.splitlines() if f'name: "{name}"' in line)
         assert dtype in line and ("optional: true" in line) == optional
-    for fragment in ("kind: KIND_CPU", "priority_levels: 2", "default_priority_level: 2", "max_queue_size: 5",
-                     "default_timeout_microseconds: 7000", "timeout_action: REJECT", "response_cache { enable: true }",
-                     "version_policy: { all { } }", '"EXECUTION_ENV_PATH" value: { string_value: "/env" }',
-                     'name: "video" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ]'):
+    for fragment in (
+        "kind: KIND_CPU",
+        "priority_levels: 2",
+        "default_priority_level: 2",
+        "max_queue_size: 5",
+        "default_timeout_microseconds: 7000",
+        "timeout_action: REJECT",
+        "response_cache { enable: true }",
+        "version_policy: { all { } }",
+        '"EXECUTION_ENV_PATH" value: { string_value: "/env" }',
+        'name: "video" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ]',
+    ):
         assert fragment in text, fragment
     plain = build_config(manifest, ServeSettings(dynamic_batching=False, cache=False, name="other"), "0" * 64)
     assert "dynamic_batching" not in plain and "response_cache { enable: false }" in plain and 'name: "other"' in plain
@@ -85,20 +93,35 @@ def test_rewrite_replaces_whole_and_versions_coexist(tiny_engines: Path, tmp_pat
 
 def test_cli_writes_a_repository(tiny_engines: Path, tmp_path: Path) -> None:
     """`t2vtrt triton-repo` prints the version folder it wrote."""
-    result = t2vtrt("triton-repo", "--engines", str(tiny_engines), "-o", str(tmp_path / "repo"), "--name", "t2v",
-                    "--version", "3", "--no-cache", "--python-env", "none")
+    result = t2vtrt(
+        "triton-repo",
+        "--engines",
+        str(tiny_engines),
+        "-o",
+        str(tmp_path / "repo"),
+        "--name",
+        "t2v",
+        "--version",
+        "3",
+        "--no-cache",
+        "--python-env",
+        "none",
+    )
     assert result.returncode == 0, result.stderr
     assert str(tmp_path / "repo" / "t2v" / "3") in result.stdout
     assert "response_cache { enable: false }" in (tmp_path / "repo" / "t2v" / "config.pbtxt").read_text()
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--engines", "{missing}"], ["manifest.json does not exist", "make engines"]),
-    (["-o", "{file}"], ["is a file", "pass a folder"]),
-    (["--precision", "int4"], ["precision 'int4' was not built", "built precisions are"]),
-    (["--python-env", "{tmp}"], ["has no bin/activate", "make serve-setup"]),
-    (["--name", "a/b"], ["cannot be a Triton model name", "--name"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--engines", "{missing}"], ["manifest.json does not exist", "make engines"]),
+        (["-o", "{file}"], ["is a file", "pass a folder"]),
+        (["--precision", "int4"], ["precision 'int4' was not built", "built precisions are"]),
+        (["--python-env", "{tmp}"], ["has no bin/activate", "make serve-setup"]),
+        (["--name", "a/b"], ["cannot be a Triton model name", "--name"]),
+    ],
+)
 def test_cli_bad_input_is_one_line(tiny_engines: Path, tmp_path: Path, args: list[str], words: list[str]) -> None:
     """Bad input: exit 2, one `error:` line naming the problem and the fix, nothing written."""
     (tmp_path / "file").write_text("")
@@ -157,8 +180,7 @@ def _request(prompt: bytes, **values: Any) -> dict[str, _Tensor]:
     """A one-row request as Triton hands it over: (1, 1) arrays of the config's dtypes."""
     dtypes = {"seed": np.int64, "guidance": np.float32, "negative_prompt": np.object_, "sampler": np.object_}
     inputs = {"prompt": prompt, **values}
-    return {k: _Tensor(k, np.array([[v]], dtype=dtypes.get(k, np.object_ if isinstance(v, bytes) else np.int32)))
-            for k, v in inputs.items()}
+    return {k: _Tensor(k, np.array([[v]], dtype=dtypes.get(k, np.object_ if isinstance(v, bytes) else np.int32))) for k, v in inputs.items()}
 
 
 @pytest.fixture()
@@ -179,14 +201,22 @@ def test_model_batches_only_matching_settings(model_module: Any, tiny_engines: P
     calls: list[int] = []
     real = model.pipe.generate
     model.pipe.generate = lambda prompts, *a, **k: calls.append(len(prompts)) or real(prompts, *a, **k)
-    requests = [_request(b"a red circle", seed=1, **SMALL), _request(b"a blue square", seed=2, **SMALL),
-                _request(b"a green circle", seed=3, negative_prompt=b"blurry", **SMALL),
-                _request(b"a red circle", seed=1, **{**SMALL, "steps": 2}), _request(b"", **SMALL)]
+    requests = [
+        _request(b"a red circle", seed=1, **SMALL),
+        _request(b"a blue square", seed=2, **SMALL),
+        _request(b"a green circle", seed=3, negative_prompt=b"blurry", **SMALL),
+        _request(b"a red circle", seed=1, **{**SMALL, "steps": 2}),
+        _request(b"", **SMALL),
+    ]
     responses = model.execute(requests)
     assert calls == [2, 1, 1]  # three matching (batch max 2), then the 2-step one; the bad one never ran
     pipe = Pipeline.from_dir(tiny_engines)
-    expected = [("a red circle", 1, "", SMALL), ("a blue square", 2, "", SMALL), ("a green circle", 3, "blurry", SMALL),
-                ("a red circle", 1, "", {**SMALL, "steps": 2})]
+    expected = [
+        ("a red circle", 1, "", SMALL),
+        ("a blue square", 2, "", SMALL),
+        ("a green circle", 3, "blurry", SMALL),
+        ("a red circle", 1, "", {**SMALL, "steps": 2}),
+    ]
     for response, (prompt, seed, negative, settings) in zip(responses, expected):
         assert response.error is None
         alone = pipe.generate(prompt, negative_prompt=negative, seed=seed, **settings).frames
@@ -248,12 +278,22 @@ def test_load_report_markdown() -> None:
     """The table has a row per side and client count, the ratio to Pipeline, and the rejection message."""
     lv = Level("pipeline", 1, 2, ok=2, seconds=1.0, latencies_s=[0.4, 0.6]).summary()
     sv = Level("triton batching", 1, 2, ok=2, seconds=0.5, latencies_s=[0.2, 0.3], mean_batch=1.0).summary()
-    over = {**Level("triton overload", 8, 16, ok=4, failed=12, seconds=1.0, latencies_s=[0.5] * 4,
-                    errors={"Exceeds maximum queue size": 12}).summary(), "max_queue_size": 2}
-    report = {"model": "tiny", "engines": "e", "settings": {}, "requests_per_level": 2, "max_batch_size": 2,
-              "server": {"instances": 1, "threads": 0},
-              "host": {"cpu": "c", "cores": 2}, "levels": [lv, sv], "overload": over,
-              "ratios": {"triton batching": {"1": 2.0}}}
+    over = {
+        **Level("triton overload", 8, 16, ok=4, failed=12, seconds=1.0, latencies_s=[0.5] * 4, errors={"Exceeds maximum queue size": 12}).summary(),
+        "max_queue_size": 2,
+    }
+    report = {
+        "model": "tiny",
+        "engines": "e",
+        "settings": {},
+        "requests_per_level": 2,
+        "max_batch_size": 2,
+        "server": {"instances": 1, "threads": 0},
+        "host": {"cpu": "c", "cores": 2},
+        "levels": [lv, sv],
+        "overload": over,
+        "ratios": {"triton batching": {"1": 2.0}},
+    }
     text = markdown(report)
     assert "| triton batching | 1 | 2 | 0 | 4.000 | 2.00x |" in text
     assert "12 rejected at once" in text and "Exceeds maximum queue size" in text

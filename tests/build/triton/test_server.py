@@ -98,8 +98,10 @@ def test_frames_are_byte_identical_to_pipeline(served: Served, pipe: Pipeline) -
 
 def test_eight_concurrent_clients_are_uncrossed_and_batched(served: Served, pipe: Pipeline) -> None:
     """8 clients at once: each gets its own video (equal to its lone Pipeline call), and Triton ran batches of > 1."""
-    prompts = [f"a {c} {s} moving {d}" for c, s, d in zip(["red", "blue", "green", "yellow"] * 2,
-                                                           ["circle", "square"] * 4, ["left", "up", "right", "down"] * 2)]
+    prompts = [
+        f"a {c} {s} moving {d}"
+        for c, s, d in zip(["red", "blue", "green", "yellow"] * 2, ["circle", "square"] * 4, ["left", "up", "right", "down"] * 2)
+    ]
     before = served.stats()
     results: dict[int, Any] = {}
     barrier = threading.Barrier(8, timeout=60)
@@ -157,15 +159,19 @@ def _seed_as_float() -> list[Any]:
     return [*inputs, seed]
 
 
-@pytest.mark.parametrize(("make", "words"), [
-    (lambda: make_inputs("   ", **SMALL), ["the prompt is empty: pass a text"]),
-    (lambda: make_inputs("a red circle", **{**SMALL, "height": 4096}), ["height=4096 is outside the range", "[32, 128]"]),
-    (lambda: make_inputs("a red circle", **{**SMALL, "width": 40}), ["must be multiples of", "e.g."]),
-    (lambda: make_inputs("a red circle", guidance=float("nan"), **SMALL), ["guidance=nan is not a finite number"]),
-    (lambda: make_inputs("a red circle", sampler="euler-x", **SMALL), ["unknown sampler 'euler-x'; choose one of"]),
-    (lambda: make_inputs("a red circle", seed=-1, **SMALL), ["seed must be a whole number >= 0"]),
-    (_seed_as_float, ["input 'seed' data-type is 'FP32'", "expects 'INT64'"]),  # Triton's own check, before model.py
-], ids=["empty-prompt", "out-of-range", "not-a-multiple", "nan-guidance", "sampler", "negative-seed", "wrong-dtype"])
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: make_inputs("   ", **SMALL), ["the prompt is empty: pass a text"]),
+        (lambda: make_inputs("a red circle", **{**SMALL, "height": 4096}), ["height=4096 is outside the range", "[32, 128]"]),
+        (lambda: make_inputs("a red circle", **{**SMALL, "width": 40}), ["must be multiples of", "e.g."]),
+        (lambda: make_inputs("a red circle", guidance=float("nan"), **SMALL), ["guidance=nan is not a finite number"]),
+        (lambda: make_inputs("a red circle", sampler="euler-x", **SMALL), ["unknown sampler 'euler-x'; choose one of"]),
+        (lambda: make_inputs("a red circle", seed=-1, **SMALL), ["seed must be a whole number >= 0"]),
+        (_seed_as_float, ["input 'seed' data-type is 'FP32'", "expects 'INT64'"]),  # Triton's own check, before model.py
+    ],
+    ids=["empty-prompt", "out-of-range", "not-a-multiple", "nan-guidance", "sampler", "negative-seed", "wrong-dtype"],
+)
 def test_bad_requests_get_one_line_errors_and_the_server_keeps_serving(served: Served, make: Any, words: list[str]) -> None:
     """A bad request gets one line naming the problem (the runtime's own message); the next good one is served."""
     client = served.client()
