@@ -97,6 +97,19 @@ def alphas_cumprod_from(betas: np.ndarray) -> np.ndarray:
     return cumprod32(F32(1.0) - betas)
 
 
+def solver_alphas_cumprod(
+    num_train_timesteps: int, beta_start: float, beta_end: float, beta_schedule: str, trained_betas: Any, rescale_betas_zero_snr: bool
+) -> np.ndarray:
+    """The multistep solvers' (DPM-Solver, UniPC) alphas_cumprod: zero-SNR rescaled with its last value kept finite."""
+    betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+    if rescale_betas_zero_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    alphas_cumprod = alphas_cumprod_from(betas)
+    if rescale_betas_zero_snr:
+        alphas_cumprod[-1] = 2**-24  # keeps the last sigma finite, as diffusers does
+    return alphas_cumprod
+
+
 def per_sample(values: np.ndarray | np.floating[Any], ndim: int) -> np.ndarray:
     """Shape a per-batch-item vector (or one value) to broadcast over a sample of ndim dimensions."""
     return values.reshape(-1, *([1] * (ndim - 1)))

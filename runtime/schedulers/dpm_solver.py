@@ -11,7 +11,6 @@ import numpy as np
 
 from ._common import (
     F32,
-    alphas_cumprod_from,
     check_prediction_type,
     check_spacing,
     exp32,
@@ -19,9 +18,8 @@ from ._common import (
     first_step_index,
     from_config,
     log32,
-    make_betas,
     per_sample,
-    rescale_zero_terminal_snr,
+    solver_alphas_cumprod,
 )
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow_prediction")
@@ -129,12 +127,7 @@ class DPMSolverMultistepScheduler:
         if final_sigmas_type not in ("zero", "sigma_min"):
             raise ValueError(f"final_sigmas_type {final_sigmas_type!r} is not supported; use zero or sigma_min")
         check_spacing(timestep_spacing, SPACINGS)
-        betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        if rescale_betas_zero_snr:
-            betas = rescale_zero_terminal_snr(betas)
-        alphas_cumprod = alphas_cumprod_from(betas)
-        if rescale_betas_zero_snr:
-            alphas_cumprod[-1] = 2**-24  # keeps the last sigma finite, as diffusers does
+        alphas_cumprod = solver_alphas_cumprod(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr)
         self.alphas_cumprod = alphas_cumprod
         self.train_sigmas = np.sqrt((F32(1.0) - alphas_cumprod) / alphas_cumprod)
         self.num_train_timesteps = num_train_timesteps
