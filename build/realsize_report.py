@@ -127,7 +127,7 @@ def run_all(
     reports.mkdir(parents=True, exist_ok=True)
     log = reports / f"{REPORT_NAME}.log"
     log.write_text("")
-    t2vtrt = [sys.executable, "-m", "t2vtrt.cli", "--quiet"]
+    t2vtrt = [sys.executable, "-m", "t2vtrt.cli"]  # not --quiet: each stage's plain progress lines go to the log
     runs: list[StageRun] = []
     plans: dict[str, Any] = {}
     for name, args in stage_commands(model_dir, artifacts, int8, gpus):
