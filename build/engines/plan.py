@@ -95,6 +95,9 @@ class ComponentPlan:
     shapes: dict[str, list[list[int]]]
     variants: dict[str, VariantPlan]
     runtime_precision: str  # what the runtime opens by default (the manifest's fallback rule)
+    # Variants the runtime opens beside it: a step schedule's float fallback runs the first steps, and each
+    # engine holds its own execution context, so both are resident while the denoiser runs.
+    also_open: list[str] = field(default_factory=list)
 
     @property
     def stats(self) -> GraphStats:
@@ -102,9 +105,12 @@ class ComponentPlan:
         return self.variants[self.runtime_precision].stats
 
     def need(self, scale: float = 1.0) -> int:
-        """Device bytes while this component runs: weights + context memory + I/O buffers."""
-        s = self.stats
-        return int(s.weights["engine"] + scale * (s.activation_bytes + s.io_bytes))
+        """Device bytes while this component runs: weights + context memory + I/O buffers of every engine it opens."""
+        total = 0.0
+        for precision in (self.runtime_precision, *self.also_open):
+            s = self.variants[precision].stats
+            total += s.weights["engine"] + scale * (s.activation_bytes + s.io_bytes)
+        return int(total)
 
     def to_json(self, root: Path) -> dict[str, Any]:
         """The plan's record."""
@@ -112,6 +118,8 @@ class ComponentPlan:
         return {
             "profile": self.shapes,
             "runtime_precision": self.runtime_precision,
+            "also_open": self.also_open,
+            "need_bytes": self.need(),
             "variants": {p: v.to_json(root) for p, v in self.variants.items()},
             "weights_bytes_at": {k: v for k, v in s.weights.items() if k != "engine"},
             "weights_bytes": s.weights["engine"],
@@ -217,6 +225,7 @@ class BuildPlan:
             lines.append(
                 f"  {name}: {built}; runs {comp.runtime_precision}: weights {_gib(s.weights['engine'])}, "
                 f"activations {_gib(s.activation_bytes)}, io {_gib(s.io_bytes)} at max shape"
+                + (f"; with {', '.join(comp.also_open)} open beside it (step schedule): {_gib(comp.need())}" if comp.also_open else "")
             )
         lines.append(
             f"  builder: opt level {self.builder['builder_optimization_level']}, workspace {self.builder['workspace_mib']} MiB, "
@@ -313,6 +322,7 @@ def make_plan(
     built = {p for by_precision in sources.values() for p in by_precision}
     default = next(p for p in PREFERENCE if p in built)
     components = {name: component_plan(name, specs[name], sources[name], default, tensorrt_version, profile.sm) for name in COMPONENTS}
+    components["denoiser"].also_open = schedule_fallback(paths, components["denoiser"], notes)
     vram = estimate_vram(profile, components, ranges, low_vram, default)
     if not vram.fits:
         chunked = chunk_vae(profile, components, ranges, low_vram, default, tensorrt_version, notes)
@@ -339,6 +349,27 @@ def make_plan(
         "timing_cache": _relative(timing_cache_path(paths, profile.name, tensorrt_version), paths.root),
     }
     return BuildPlan(profile.name, profile, paths.root, info, ranges, components, builder, vram, default, tensorrt_version, notes)
+
+
+def schedule_fallback(paths: ArtifactPaths, denoiser: ComponentPlan, notes: list[str]) -> list[str]:
+    """[the float variant an INT8 denoiser's gated step schedule also opens], or [] when it runs alone."""
+    if denoiser.runtime_precision != "int8":
+        return []
+    from t2vtrt.calibration.gate import gated_schedule
+
+    fallback = next((p for p in ("fp16", "bf16", "fp32") if p in denoiser.variants), None)
+    try:
+        schedule = gated_schedule(paths.calib_dir / "gate.json", paths.onnx("denoiser", "int8"), fallback or "fp16")
+    except T2VError as exc:
+        notes.append(f"denoiser: no step schedule counted ({exc})")
+        return []
+    if schedule is None:
+        return []
+    if fallback is None:
+        notes.append("denoiser: the gated step schedule needs a float denoiser engine and none is planned; the build will refuse")
+        return []
+    notes.append(f"denoiser: the step schedule ({schedule['reason']}) keeps the int8 and {fallback} engines resident together")
+    return [fallback]
 
 
 def component_plan(name: str, spec: dict[str, Any], sources: dict[str, Path], default: str, tensorrt_version: str | None, sm: str) -> ComponentPlan:

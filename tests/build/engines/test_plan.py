@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.engines import graph_memory
 from t2vtrt.build.engines import plan as planmod
 from t2vtrt.build.engines.plan import effective_ranges, engine_name, make_plan
@@ -204,3 +205,44 @@ def test_a_card_too_small_for_any_chunk_is_refused(tiny_fp16: object, tmp_path: 
     assert not plan.fits and plan.vram.alternatives
     assert plan.components["vae_decoder"].spec["axes"]["batch"][2] == 16
     assert not any("decodes" in note for note in plan.notes)
+
+
+def _gate_with_schedule(paths: ArtifactPaths, float_steps: int) -> None:
+    """A gate.json that vouches for onnx/denoiser.int8.onnx with a step schedule of `float_steps` first float steps."""
+    import json
+
+    from t2vtrt.runtime.files import sha256_file
+
+    schedule = {"fallback": "fp32", "above": 600.0} if float_steps else None
+    verdict = {"variant": "int8-qdq", "passed": True, "schedule": schedule, "float_steps": float_steps, "steps": 15}
+    paths.calib_dir.mkdir(parents=True, exist_ok=True)
+    (paths.calib_dir / "gate.json").write_text(
+        json.dumps(
+            {"passed": True, "gated": True, "graphs": {"denoiser.int8.onnx": sha256_file(paths.onnx("denoiser", "int8"))}, "variants": [verdict]}
+        )
+    )
+
+
+@pytest.mark.parametrize("float_steps", [0, 5])
+def test_a_step_schedule_counts_both_denoiser_engines(tmp_path: Path, float_steps: int) -> None:
+    """INT8 with a gated schedule opens the fp16 engine too: the plan counts both, and says so; without one, int8 alone."""
+    import shutil
+
+    paths = synthetic.make_artifacts(tmp_path, "tiny")
+    shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "int8"))
+    shutil.copyfile(paths.onnx("denoiser", "opt"), paths.onnx("denoiser", "fp16"))
+    _gate_with_schedule(paths, float_steps)
+    plan = make_plan(paths, load_profile("rtx3060"))
+    den = plan.components["denoiser"]
+    assert den.runtime_precision == "int8" and set(den.variants) == {"int8", "fp16"}
+    alone = den.variants["int8"].stats
+    int8_need = alone.weights["engine"] + alone.activation_bytes + alone.io_bytes
+    if float_steps:
+        fp16 = den.variants["fp16"].stats
+        assert den.also_open == ["fp16"] and den.need() == int8_need + fp16.weights["engine"] + fp16.activation_bytes + fp16.io_bytes
+        assert any("keeps the int8 and fp16 engines resident together" in n for n in plan.notes)
+        assert "with fp16 open beside it" in "\n".join(plan.summary())
+    else:
+        assert den.also_open == [] and den.need() == int8_need
+    resident = sum(c.need() for c in plan.components.values())
+    assert plan.vram.resident == resident
