@@ -78,17 +78,45 @@ def _augmented(model: Any, tensors: list[str]) -> Any:
     return out
 
 
-def _values(model: Any, tensors: list[str], feeds: list[Feeds], batch: int, chunk: int) -> Iterator[dict[str, np.ndarray]]:
+def tensor_chunks(names: list[str], sizes: dict[str, int | None], max_bytes: int | None, max_count: int) -> list[list[str]]:
+    """Consecutive runs of `names` whose values one run returns together stay under max_bytes and max_count.
+
+    A tensor of unknown size counts as the largest known one; a tensor larger than max_bytes runs alone.
+    """
+    known = [s for s in (sizes.get(n) for n in names) if s is not None]
+    fallback = max(known, default=0)
+    chunks: list[list[str]] = []
+    held = 0
+    for name in names:
+        size = sizes.get(name)
+        size = fallback if size is None else size
+        full = chunks and (len(chunks[-1]) >= max_count or (max_bytes is not None and held + size > max_bytes))
+        if not chunks or full:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(name)
+        held += size
+    return chunks
+
+
+def _values(
+    model: Any, tensors: list[str], feeds: list[Feeds], batch: int, chunk: int, chunk_bytes: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """Per run, the values of `tensors` (graph inputs from the feeds, the rest from an augmented graph)."""
     inputs = {i.name for i in model.graph.input}
     direct = [t for t in tensors if t in inputs]
     computed = [t for t in tensors if t not in inputs]
-    for start in range(0, max(len(computed), 1), chunk):
-        names = computed[start : start + chunk]
+    runs = batches(feeds, batch)
+    sizes: dict[str, int | None] = {}
+    if chunk_bytes is not None and computed:
+        from t2vtrt.build.engines.graph_memory import tensor_sizes
+
+        sizes = tensor_sizes(model, {name: tuple(value.shape) for name, value in runs[0].items()})
+    for index, names in enumerate(tensor_chunks(computed, sizes, chunk_bytes, chunk) or [[]]):
         sess = session(_augmented(model, names)) if names else None
-        for fed in batches(feeds, batch):
+        for fed in runs:
             values = dict(zip(names, sess.run(names, fed))) if sess else {}
-            if start == 0:
+            if index == 0:
                 values.update({t: fed[t] for t in direct})
             yield values
 
@@ -108,13 +136,18 @@ def collect_ranges(
     batch: int = 8,
     chunk: int = 100_000,
     on_pass: Callable[[str], None] | None = None,
+    chunk_bytes: int | None = None,
 ) -> dict[str, TensorRange]:
-    """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy and MSE amax."""
+    """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy and MSE amax.
+
+    Each run returns at most `chunk` tensors and, when chunk_bytes is set, at most that many bytes of them (sizes
+    from shape inference at the first run's input shapes): what a run holds at once, whatever the graph's size.
+    """
     if not feeds:
         raise T2VError("no calibration samples: the captured data is empty; run `t2vtrt calibrate` again")
     lo = {t: np.inf for t in tensors}
     hi = {t: -np.inf for t in tensors}
-    for values in _values(model, tensors, feeds, batch, chunk):
+    for values in _values(model, tensors, feeds, batch, chunk, chunk_bytes):
         for name, value in values.items():
             lo[name] = min(lo[name], float(value.min()))
             hi[name] = max(hi[name], float(value.max()))
@@ -122,7 +155,7 @@ def collect_ranges(
         on_pass("min/max")
     absmax = {t: max(abs(lo[t]), abs(hi[t])) for t in tensors}
     hist = {t: np.zeros(num_bins, dtype=np.int64) for t in tensors}
-    for values in _values(model, tensors, feeds, batch, chunk):
+    for values in _values(model, tensors, feeds, batch, chunk, chunk_bytes):
         for name, value in values.items():
             if absmax[name] > 0:
                 hist[name] += abs_histogram(value, absmax[name], num_bins)

@@ -29,6 +29,7 @@ class Budget:
     seed: int
     stats_batch: int
     stats_tensors: int
+    stats_mib: int | None = None  # and at most this many MiB of tensor values per run (None: no byte bound)
     tool_frames: int | None = None  # crop the tools' own (discarded) calibration feeds to this many frames
     prompts_file: str = "prompts.txt"  # in calibration/: the prompts captured for calibration
     eval_prompts_file: str = "prompts_eval.txt"  # in calibration/: held out, for the sweep and the gate
@@ -58,6 +59,8 @@ def load_budget(model_name: str, path: Path = BUDGETS_FILE) -> Budget:
         raise T2VError(f"{path}: samples and eval_samples must be >= 1 and num_quantized_bins < num_bins")
     if budget.method not in ("mse", "entropy", "max"):
         raise T2VError(f"{path}: method for {model_name!r} is {budget.method!r}; use one of mse, entropy, max")
+    if budget.stats_mib is not None and budget.stats_mib < 1:
+        raise T2VError(f"{path}: stats_mib for {model_name!r} must be null or >= 1 (MiB of tensor values per range run)")
     if budget.tool_frames is not None and budget.tool_frames < 2:
         # One frame turns the temporal attention's MatMuls into GEMVs, which ModelOpt then leaves unquantized.
         raise T2VError(f"{path}: tool_frames for {model_name!r} must be null or >= 2")

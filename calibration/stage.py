@@ -185,6 +185,7 @@ def _calibrate_ranges(
             budget.stats_batch,
             budget.stats_tensors,
             on_pass=lambda p: _emit(on_event, "ranges", 1 if p == "min/max" else 2, 2),
+            chunk_bytes=None if budget.stats_mib is None else budget.stats_mib * 2**20,
         )
     _emit(on_event, "ranges", 2, 2)
     summary = {

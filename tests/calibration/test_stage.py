@@ -179,6 +179,38 @@ def test_calibration_is_deterministic(calibrated) -> None:  # type: ignore[no-un
     assert scales(one, "entropy") == scales(two, "entropy")
 
 
+def test_byte_bounded_range_runs_give_the_same_ranges(calibrated) -> None:  # type: ignore[no-untyped-def]
+    """Range runs split to hold at most a few KiB of values each see every tensor once: the ranges equal one run's."""
+    from t2vtrt.build.engines.graph_memory import tensor_sizes
+    from t2vtrt.calibration.graphs import batches
+    from t2vtrt.calibration.ranges import tensor_chunks
+
+    paths, _, _ = calibrated
+    cp = CalibPaths(paths)
+    source, feeds = load_graph(cp.source), Capture.load(cp.data).feeds[:2]
+    inputs = {i.name for i in source.graph.input}
+    tensors = [t for t in qdq.activation_quantizers(load_graph(cp.layout)) if t not in inputs][:40]
+    sizes = tensor_sizes(source, {k: v.shape for k, v in batches(feeds, 8)[0].items()})
+    budget = 3 * max(sizes[t] or 0 for t in tensors)
+    chunks = tensor_chunks(tensors, sizes, budget, 100_000)
+    assert len(chunks) > 1 and [t for c in chunks for t in c] == tensors
+    assert all(sum(sizes[t] or 0 for t in c) <= budget for c in chunks if len(c) > 1)
+    whole, split = collect_ranges(source, tensors, feeds), collect_ranges(source, tensors, feeds, chunk_bytes=budget)
+    for t in tensors:
+        assert whole[t].absmax == pytest.approx(split[t].absmax, rel=1e-5)
+        assert whole[t].mse_amax == pytest.approx(split[t].mse_amax, rel=1e-3)
+
+
+def test_tensor_chunks_bound_count_and_bytes() -> None:
+    """Count and byte bounds both cut a run; an unknown size counts as the largest known; an oversized tensor runs alone."""
+    from t2vtrt.calibration.ranges import tensor_chunks
+
+    sizes = {"a": 10, "b": 10, "c": 50, "d": None, "e": 5}
+    assert tensor_chunks(list("abcde"), sizes, 25, 100) == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert tensor_chunks(list("abcde"), sizes, None, 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert tensor_chunks([], sizes, 25, 100) == []
+
+
 def test_hand_edited_plan(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """--plan: the hand's decisions are kept, measured and recorded (placement and ranges are reused: fast)."""
     from t2vtrt.calibration.stage import run_calibrate
