@@ -179,6 +179,8 @@ def markdown(report: dict[str, Any]) -> list[str]:
             "",
             f"## {name}: {plan['mode']} needs {g['required']} of {g['total']} GiB: " + ("fits" if plan["fits"] else "DOES NOT FIT"),
             "",
+            "ranges [min, opt, max]: " + ", ".join(f"{axis} {r}" for axis, r in plan["ranges"].items()),
+            "",
             "| component | runs | built | weights GiB | activations GiB | unknown shapes |",
             "|---|---|---|---|---|---|",
         ]
