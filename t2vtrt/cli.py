@@ -614,6 +614,10 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # a mistyped option or value: one line naming it and where the help is
+        command = exc.ctx.command_path if exc.ctx else "t2vtrt"
+        click.echo(f"error: {exc.format_message().rstrip('.')}; see `{command} --help`", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -141,3 +141,18 @@ def test_unknown_precision(tiny_engines: Path, tmp_path: Path) -> None:
     """--precision that was not built."""
     result = t2vtrt("generate", PROMPT, "--engines", str(tiny_engines), "-o", str(tmp_path / "x.mp4"), "--precision", "fp8")
     assert_one_line_error(result, "fp8", "fp32")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("triton-repo", "--engines", "x", "-o", "y", "--version", "0"), ("'--version'", "0", "`t2vtrt triton-repo --help`")),
+        (("generate", PROMPT, "--engines", "x", "--steps", "many"), ("'--steps'", "many", "`t2vtrt generate --help`")),
+        (("engines", "--no-such-flag"), ("--no-such-flag", "`t2vtrt engines --help`")),
+        (("no-such-command",), ("no-such-command", "`t2vtrt --help`")),
+    ],
+    ids=["out-of-range", "not-a-number", "unknown-option", "unknown-command"],
+)
+def test_usage_mistakes_are_one_line(args: tuple[str, ...], words: tuple[str, ...]) -> None:
+    """A mistyped option, value or command: one `error:` line naming it and the help to read, not Click's usage block."""
+    assert_one_line_error(t2vtrt(*args), *words)
