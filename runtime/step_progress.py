@@ -75,9 +75,9 @@ class PlainLines:
             self.state[phase] = (done, total)
             if first or (done >= total and self.shown[phase] != done) or now - self.last[phase] >= self.interval:
                 self._write(phase, now, "")
-        if self._heartbeat and self._thread is None:
-            self._thread = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
-            self._thread.start()
+            if self._heartbeat and self._thread is None:  # under the lock: calls on several threads start one heartbeat
+                self._thread = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+                self._thread.start()
 
     def tick(self) -> None:
         """A line for every unfinished phase that has been quiet for `interval` seconds."""

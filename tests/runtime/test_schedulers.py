@@ -220,8 +220,8 @@ def test_dpm_unsupported_options_are_refused(options: dict) -> None:
         make_scheduler("dpm++", {**MODELSCOPE, **options})
 
 
-def test_dpm_add_noise_matches_diffusers() -> None:
-    ours, ref = pair("dpm++karras", diffusers.DPMSolverMultistepScheduler, MODELSCOPE)
+def assert_add_noise_matches(ours: Any, ref: Any) -> None:
+    """add_noise at two of 20 timesteps (one per batch item) against diffusers'."""
     ours.set_timesteps(20)
     ref.set_timesteps(20)
     rng = np.random.default_rng(4)
@@ -230,6 +230,10 @@ def test_dpm_add_noise_matches_diffusers() -> None:
     t = ref.timesteps[[3, 11]]
     expected = ref.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), t).numpy()
     assert rel_err(ours.add_noise(x0, noise, t.numpy()), expected) <= RTOL
+
+
+def test_dpm_add_noise_matches_diffusers() -> None:
+    assert_add_noise_matches(*pair("dpm++karras", diffusers.DPMSolverMultistepScheduler, MODELSCOPE))
 
 
 # --- flow-matching Euler ------------------------------------------------------------------------------
@@ -401,15 +405,7 @@ def test_unipc_set_timesteps_resets_history() -> None:
 
 
 def test_unipc_add_noise_matches_diffusers() -> None:
-    ours, ref = pair("unipc", diffusers.UniPCMultistepScheduler, WAN)
-    ours.set_timesteps(20)
-    ref.set_timesteps(20)
-    rng = np.random.default_rng(4)
-    x0 = rng.standard_normal((2, *SHAPE[1:]), dtype=np.float32)
-    noise = rng.standard_normal(x0.shape, dtype=np.float32)
-    t = ref.timesteps[[3, 11]]
-    expected = ref.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), t).numpy()
-    assert rel_err(ours.add_noise(x0, noise, t.numpy()), expected) <= RTOL
+    assert_add_noise_matches(*pair("unipc", diffusers.UniPCMultistepScheduler, WAN))
 
 
 @pytest.mark.parametrize(
