@@ -16,12 +16,17 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
     value_range: tuple[float, float] | None = None  # what realistic sample inputs span (ids, timesteps)
+    # What the runtime feeds or reads here (manifest v2): token_ids, token_mask, context, latent, timestep,
+    # prediction, frames, or cache:<k> (a streaming VAE's causal cache k: output k feeds input k next chunk).
+    role: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest form."""
         data: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
         if self.value_range is not None:
             data["value_range"] = list(self.value_range)
+        if self.role is not None:
+            data["role"] = self.role
         return data
 
 
