@@ -67,6 +67,11 @@ def read_export_info(paths: ArtifactPaths) -> dict[str, Any]:
     return json.loads(paths.export_info.read_text())
 
 
+def components_of(info: dict[str, Any]) -> tuple[str, ...]:
+    """The graphs a model has, as export.json lists them (a family may have more than the three COMPONENTS)."""
+    return tuple(info.get("components") or COMPONENTS)
+
+
 @contextlib.contextmanager
 def build_lock(root: Path) -> Iterator[None]:
     """Hold artifacts/.locks/<model>.lock while a stage writes: a second build of the model waits, never interleaves."""

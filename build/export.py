@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from t2vtrt.build.families.spec import ComponentSpec, TensorSpec
+from t2vtrt.build.families.spec import ComponentSpec, TensorSpec, resolve_shape
 from t2vtrt.runtime.errors import T2VError, os_error
 from t2vtrt.runtime.files import temp_dir
 
@@ -44,25 +44,29 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
 
     from t2vtrt.build.graphfiles import consolidate
 
-    inputs = sample_inputs(spec, "opt")
+    inputs = sample_inputs(spec, shapes=export_shapes(spec, exporter))
     args = tuple(torch.from_numpy(inputs[t.name]) for t in spec.inputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape asserts traced as constants: expected
     with temp_dir(out_path) as tmp_dir:
         tmp_path = tmp_dir / out_path.name
-        with torch.inference_mode():
+        axes = {"dynamic_shapes": dynamo_shapes(module, spec)} if exporter == "dynamo" else {"dynamic_axes": spec.dynamic_axes()}
+        # torch.export traces under no_grad; inference tensors would leak into its fake-tensor tracing.
+        with torch.no_grad() if exporter == "dynamo" else torch.inference_mode():
             torch.onnx.export(
                 module,
                 args,
                 str(tmp_path),
                 input_names=[t.name for t in spec.inputs],
                 output_names=[t.name for t in spec.outputs],
-                dynamic_axes=spec.dynamic_axes(),
                 opset_version=opset,
                 do_constant_folding=True,
                 dynamo=exporter == "dynamo",
                 external_data=_param_bytes(module) > TWO_GB - (64 << 20),
+                **axes,
             )
+        if exporter == "dynamo":
+            tidy_dynamo_graph(tmp_path, spec)
         check_onnx(tmp_path)
         if any(path != tmp_path for path in tmp_dir.iterdir()):
             # The exporter writes one file per weight past 2 GB (hundreds, named after tensors); every later
@@ -73,6 +77,97 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
         else:
             _move_all(tmp_dir, out_path.parent)
     return out_path
+
+
+def export_shapes(spec: ComponentSpec, exporter: str) -> dict[str, tuple[int, ...]]:
+    """The sample shapes an export traces with: the opt point, but for dynamo no dynamic axis at 1.
+
+    torch.export specialises a size-1 dimension to a constant (its 0/1 rule), so a dynamic axis whose opt is 1
+    is traced at its next value inside the range instead (a VAE's batch of one prompt, for instance).
+    """
+    axes = {a: r[1] for a, r in spec.axes.items()}
+    if exporter == "dynamo":
+        axes = {a: (min(2, r[2]) if v == 1 and r[0] != r[2] else v) for a, v, r in ((a, axes[a], spec.axes[a]) for a in axes)}
+    return {t.name: resolve_shape(t.shape, axes) for t in spec.inputs}
+
+
+def dynamo_shapes(module: Any, spec: ComponentSpec) -> tuple[Any, ...]:
+    """torch.export's dynamic_shapes for the spec's inputs, nested as forward's signature takes them (*args as one tuple).
+
+    Every dynamic axis is Dim.DYNAMIC: the exporter infers how axes relate (a cache at twice the latent size)
+    instead of us declaring each relation; its input names come from `input_names`.
+    """
+    import inspect
+
+    from torch.export import Dim
+
+    dynamic = spec.dynamic_axes()
+    per_input = [{i: Dim.DYNAMIC for i in dynamic.get(t.name, {})} or None for t in spec.inputs]
+    params = list(inspect.signature(module.forward).parameters.values())
+    shapes: list[Any] = []
+    for index, param in enumerate(params):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            shapes.append(tuple(per_input[index:]))
+            break
+        shapes.append(per_input[index])
+    return tuple(shapes)
+
+
+def tidy_dynamo_graph(path: Path, spec: ComponentSpec) -> None:
+    """Give a dynamo export the names TorchScript exports have: the spec's axis names and module-path node names."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)  # weights past 2 GB stay in their files
+    name_axes(model, spec)
+    name_nodes(model)
+    onnx.save(model, str(path))
+
+
+def name_axes(model: Any, spec: ComponentSpec) -> None:
+    """Rename the dynamo exporter's symbolic dims (s0, s72, ...) after the spec's axes, in every value that uses them.
+
+    Dims the I/O does not name (intermediate products such as 2*s15) keep their symbols.
+    """
+    tensors = {t.name: t for t in (*spec.inputs, *spec.outputs)}
+    rename: dict[str, str] = {}
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for dim, want in zip(dims, tensors[value.name].shape if value.name in tensors else ()):
+            if isinstance(want, str) and dim.dim_param:
+                rename.setdefault(dim.dim_param, want)
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+
+
+def scoped_node_name(scopes: list[str], op_type: str) -> str:
+    """TorchScript's node name from dynamo's name_scopes (module paths, then the fx node): '/model/blocks.0/attn1/MatMul'."""
+    parts, parent = [], ""
+    for scope in scopes[1:-1]:
+        parts.append(scope[len(parent) + 1 :] if parent and scope.startswith(parent + ".") else scope)
+        parent = scope
+    return "/" + "/".join([*parts, op_type])
+
+
+def name_nodes(model: Any) -> None:
+    """Name every node after its module path, as TorchScript does (dynamo names them node_linear_5, node_add_3 ...).
+
+    The module path lives only in dynamo's node metadata (pkg.torch.onnx.name_scopes), which
+    onnx-graphsurgeon drops on load, so surgery cannot do this; calibration's layer groups and a family's
+    SENSITIVE_LAYERS match these names.
+    """
+    import ast
+
+    taken: dict[str, int] = {}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        if "pkg.torch.onnx.name_scopes" not in meta:
+            continue
+        base = scoped_node_name(ast.literal_eval(meta["pkg.torch.onnx.name_scopes"]), node.op_type)
+        count = taken.get(base, 0)
+        taken[base] = count + 1
+        node.name = base if count == 0 else f"{base}_{count}"
 
 
 def _param_bytes(module: Any) -> int:

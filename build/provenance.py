@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.artifacts import ArtifactPaths, components_of, read_export_info
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file, write_json
 
@@ -80,7 +80,7 @@ def check_surgery(paths: ArtifactPaths, info: dict[str, Any]) -> dict[str, str]:
     current = {"model_hash": info["model"]["hash"], "graphs": export_graphs(paths, info)}
     if made_from != current:
         raise T2VError(f"onnx/*.opt.onnx were made from another export (the model or its graphs changed since): {again}")
-    for component in COMPONENTS:
+    for component in components_of(info):
         graph = paths.onnx(component, "opt")
         if not graph.is_file() or graph_digest(graph) != report["graphs"].get(component):
             raise T2VError(f"{_rel(graph, paths)} is not the graph surgery.json records (changed or half-written): {again}")

@@ -1,7 +1,7 @@
 """The one denoising loop for every family: manifest + tokenizer + sampler + engines -> frames.
 
-A family contributes data only (its manifest: component I/O, latent layout, scheduler
-config); nothing here knows which family built the engines.
+A family contributes data only (its manifest: component I/O and each tensor's role, latent layout,
+scheduler config, denoisers); nothing here knows which family built the engines or its tensor names.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from t2vtrt.runtime.shapes import check_finite
 from t2vtrt.runtime.step_schedule import StepSchedule
 from t2vtrt.runtime.tokenizer import PromptTokenizer
 
-COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
+COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")  # the stages; a stage may run several components
 StepCallback = Callable[[int, int], None]  # (step index, total steps)
 EngineCallHook = Callable[[str, Feeds], None]  # (component, its inputs), told before each engine call
 
@@ -33,7 +33,7 @@ EngineCallHook = Callable[[str, Feeds], None]  # (component, its inputs), told b
 class Timings:
     """Seconds spent in engine calls and in the whole call, for the overhead figure."""
 
-    engine_s: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})
+    engine_s: dict[str, float] = field(default_factory=lambda: {c: 0.0 for c in COMPONENTS})  # per stage
     loop_s: float = 0.0
     total_s: float = 0.0
 
@@ -100,26 +100,30 @@ class Pipeline:
         self._lock = threading.Lock()  # guards sessions and _users: calls on several threads share them
         self._users: dict[str, int] = {}  # --low-vram: how many calls hold each open engine
         self._recorders: list[EngineCallHook] = []
+        self._stages = manifest.stages  # component -> stage, for timings and --low-vram
         self.schedule = self._step_schedule(schedule)
         if not low_vram:
-            for name in COMPONENTS:
+            for name in self._stages:
                 self._session(name)
             if self.schedule:
-                self._session("denoiser", self.schedule.fallback)
+                for name, _ in manifest.denoisers:
+                    self._session(name, self.schedule.fallback)
 
     def _step_schedule(self, schedule: StepSchedule | Literal[False] | None) -> StepSchedule | None:
-        """The denoiser's per-step variant schedule in force, its fallback checked against the built variants."""
+        """The denoisers' per-step variant schedule in force (the first denoiser's), its fallback checked against the built variants."""
+        first = self.manifest.denoisers[0][0]
         if schedule is None:
-            variant = self.manifest.variant("denoiser", self.precision)
+            variant = self.manifest.variant(first, self.precision)
             schedule = StepSchedule.from_json(variant.get("schedule"), str(self.manifest.root / "manifest.json"))
         if not schedule:
             return None
-        if schedule.fallback not in self.manifest.component("denoiser")["variants"]:
-            built = ", ".join(self.manifest.component("denoiser")["variants"])
-            raise T2VError(
-                f"the step schedule's fallback precision {schedule.fallback!r} was not built in "
-                f"{self.manifest.root} (built: {built}); rebuild with `t2vtrt engines`"
-            )
+        for name, _ in self.manifest.denoisers:
+            if schedule.fallback not in self.manifest.component(name)["variants"]:
+                built = ", ".join(self.manifest.component(name)["variants"])
+                raise T2VError(
+                    f"the step schedule's fallback precision {schedule.fallback!r} was not built for {name} in "
+                    f"{self.manifest.root} (built: {built}); rebuild with `t2vtrt engines`"
+                )
         return schedule
 
     @classmethod
@@ -158,17 +162,19 @@ class Pipeline:
             hook(name, feeds)
         start = time.perf_counter()
         outputs = self._session(name, precision).run(feeds)
-        self._call_timings().engine_s[name] += time.perf_counter() - start
+        engine_s = self._call_timings().engine_s
+        stage = self._stages.get(name, name)
+        engine_s[stage] = engine_s.get(stage, 0.0) + time.perf_counter() - start
         check_finite(name, outputs)
         return outputs
 
-    def _release(self, name: str) -> None:
-        """--low-vram: free a stage's engines (every precision of it) once it is done."""
+    def _release(self, stage: str) -> None:
+        """--low-vram: free a stage's engines (every component and precision of it) once it is done."""
         call = self._call()
         if not self.low_vram or call is None:
             return
         with self._lock:
-            for key in [k for k in call.held if k == name or k.startswith(f"{name}@")]:
+            for key in [k for k in call.held if self._stages.get(k.split("@")[0], k.split("@")[0]) == stage]:
                 call.held.discard(key)
                 self._users[key] -= 1
                 if self._users[key] == 0:  # the last call out closes it: never under a call still running it
@@ -241,8 +247,11 @@ class Pipeline:
     def encode(self, prompts: list[str], negatives: list[str], guided: bool) -> np.ndarray:
         """Text embeddings: [negatives; prompts] when guided (the order diffusers uses)."""
         texts = negatives + prompts if guided else prompts
-        ids = self.tokenizer.encode(texts)
-        return self._run("text_encoder", {"input_ids": ids})[self._output("text_encoder")]
+        ids, mask = self.tokenizer.encode_with_mask(texts)
+        feeds = {_name(self._in("text_encoder", "token_ids")): _as(ids, self._in("text_encoder", "token_ids"))}
+        if _has_role(self.manifest.component("text_encoder")["inputs"], "token_mask"):
+            feeds[_name(self._in("text_encoder", "token_mask"))] = _as(mask, self._in("text_encoder", "token_mask"))
+        return self._run("text_encoder", feeds)[self._out("text_encoder", "context")]
 
     def denoise(
         self,
@@ -259,6 +268,7 @@ class Pipeline:
     ) -> np.ndarray:
         """The sampler loop with classifier-free guidance, entirely in numpy."""
         sched_info = self.manifest.data["scheduler"]
+        # The model's own config decides the sampler's details (flow sigmas and shift for a flow model).
         scheduler = make_scheduler(sampler or sched_info["default_sampler"], sched_info["config"], sched_info["prediction_type"])
         scheduler.set_timesteps(steps)
         guided = guidance > 1.0
@@ -269,15 +279,13 @@ class Pipeline:
         elif tuple(latents.shape) != shape:
             raise T2VError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = (latents * np.float32(scheduler.init_noise_sigma)).astype(np.float32)
-        denoiser_out = self._output("denoiser")
         timesteps = np.asarray(scheduler.timesteps, dtype=np.float32)
         for index, t in enumerate(timesteps):
             model_in = np.concatenate([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).astype(np.float32, copy=False)
-            t_batch = np.full((model_in.shape[0],), t, dtype=np.float32)
+            name = self.manifest.denoiser_at(float(t))
             variant = self.schedule.fallback if self.schedule and self.schedule.uses_fallback(float(t)) else None
-            feeds = {"sample": model_in, "timestep": t_batch, "encoder_hidden_states": context}
-            pred = self._run("denoiser", feeds, variant)[denoiser_out]
+            pred = self._run(name, self._denoiser_feeds(name, model_in, t, context), variant)[self._out(name, "prediction")]
             if guided:
                 uncond, cond = np.split(pred, 2)
                 pred = uncond + np.float32(guidance) * (cond - uncond)
@@ -286,6 +294,16 @@ class Pipeline:
                 callback(index + 1, len(timesteps))
         return latents
 
+    def _denoiser_feeds(self, name: str, latents: np.ndarray, t: np.float32, context: np.ndarray) -> Feeds:
+        """A denoiser call's inputs by role; the timestep is the sampler's own value, per sample or one scalar."""
+        timestep = self._in(name, "timestep")
+        shape = () if not timestep["shape"] else (latents.shape[0],)
+        return {
+            timestep["name"]: np.full(shape, t, dtype=timestep["dtype"]),
+            _name(self._in(name, "latent")): _as(latents, self._in(name, "latent")),
+            _name(self._in(name, "context")): _as(context, self._in(name, "context")),
+        }
+
     def latent_shape(self, batch: int, frames: int, height: int, width: int) -> tuple[int, ...]:
         """(B, C, F', h, w) from the manifest's latent layout."""
         lat = self.manifest.data["latent"]
@@ -293,21 +311,81 @@ class Pipeline:
         return (batch, lat["channels"], latent_frames, height // lat["spatial_factor"], width // lat["spatial_factor"])
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Latents -> uint8 (B, F, H, W, 3), per frame in chunks that fit the decoder's profile."""
+        """Latents -> uint8 (B, F, H, W, 3): per frame in chunks that fit the decoder's profile, whole video, or streamed."""
+        mode = self.manifest.data["latent"]["vae_decode"]
+        if mode == "streaming":
+            return self._decode_streaming(latents)
         name = "vae_decoder"
-        out = self._output(name)
-        if self.manifest.data["latent"]["vae_decode"] == "video":
-            images = self._run(name, {"latent": latents})[out]  # (B, 3, F, H, W)
+        latent_in, out = self._in(name, "latent"), self._out(name, "frames")
+        if mode == "video":
+            images = self._run(name, {latent_in["name"]: _as(latents, latent_in)})[out]  # (B, 3, F, H, W)
             return _to_uint8(images.transpose(0, 2, 3, 4, 1))
         b, c, f, h, w = latents.shape
         per_frame = latents.transpose(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        chunk = self.manifest.component(name)["axes"]["batch"][2]
-        images = np.concatenate([self._run(name, {"latent": per_frame[i : i + chunk]})[out] for i in range(0, b * f, chunk)])
-        return _to_uint8(images.reshape(b, f, *images.shape[1:]).transpose(0, 1, 3, 4, 2))
+        batch_axis = latent_in["shape"][0]
+        chunk = self.manifest.component(name)["axes"][batch_axis][2] if isinstance(batch_axis, str) else int(batch_axis)
+        video: np.ndarray | None = None  # uint8 (B*F, H, W, 3), filled chunk by chunk: no float copy of the whole video
+        for i in range(0, b * f, chunk):
+            images = self._run(name, {latent_in["name"]: _as(per_frame[i : i + chunk], latent_in)})[out]
+            if video is None:
+                video = np.empty((b * f, images.shape[2], images.shape[3], images.shape[1]), dtype=np.uint8)
+            video[i : i + chunk] = _to_uint8(images.transpose(0, 2, 3, 1))
+        assert video is not None  # b * f >= 1
+        return video.reshape(b, f, *video.shape[1:])
 
-    def _output(self, component: str) -> str:
-        """The first output's name of a component."""
-        return self.manifest.component(component)["outputs"][0]["name"]
+    def _decode_streaming(self, latents: np.ndarray) -> np.ndarray:
+        """The streaming decoder: each batch slice's chunks in order, written into one preallocated uint8 video."""
+        lat = self.manifest.data["latent"]
+        factor, per_call = lat["temporal_factor"], lat["stream"]["latent_frames_per_call"]
+        b, _, f, _, _ = latents.shape
+        if f % per_call:
+            raise T2VError(f"{f} latent frames do not split into the streaming decoder's chunks of {per_call}; pick frames the request check accepts")
+        first = self._in(lat["stream"]["first"], "latent")
+        batch_axis = first["shape"][0]
+        rows = self.manifest.component(lat["stream"]["first"])["axes"][batch_axis][2] if isinstance(batch_axis, str) else int(batch_axis)
+        video: np.ndarray | None = None
+        for lo in range(0, b, rows):
+            at = 0
+            for chunk in self._stream_chunks(latents[lo : lo + rows]):
+                frames = chunk.shape[2]
+                expected = 1 + factor * (per_call - 1) if at == 0 else factor * per_call
+                if frames != expected:
+                    raise T2VError(
+                        f"the streaming decoder returned {frames} frames for a chunk where the manifest's temporal_factor {factor} "
+                        f"means {expected}; rebuild the target with `t2vtrt engines`"
+                    )
+                if video is None:
+                    video = np.empty((b, 1 + factor * (f - 1), chunk.shape[3], chunk.shape[4], chunk.shape[1]), dtype=np.uint8)
+                video[lo : lo + rows, at : at + frames] = _to_uint8(chunk.transpose(0, 2, 3, 4, 1))
+                at += frames
+                del chunk  # only one chunk (and the caches) alive while the next one decodes
+        assert video is not None  # b >= 1 and f >= 1
+        return video
+
+    def _stream_chunks(self, latents: np.ndarray) -> Iterator[np.ndarray]:
+        """Decoded pixels (B, 3, n, H, W) per chunk of latent frames: the first graph, then the next graph fed the caches."""
+        stream = self.manifest.data["latent"]["stream"]
+        per_call = stream["latent_frames_per_call"]
+        caches: dict[str, np.ndarray] = {}
+        for index, lo in enumerate(range(0, latents.shape[2], per_call)):
+            name = stream["first"] if index == 0 else stream["next"]
+            latent_in = self._in(name, "latent")
+            feeds = {latent_in["name"]: np.ascontiguousarray(latents[:, :, lo : lo + per_call], dtype=latent_in["dtype"])}
+            feeds.update({tensor: caches[role] for role, tensor in self.manifest.caches(name, "inputs").items()})
+            outputs = self._run(name, feeds)
+            caches = {role: outputs[tensor] for role, tensor in self.manifest.caches(name, "outputs").items()}
+            chunk = outputs[self._out(name, "frames")]
+            del outputs, feeds  # the old caches go with them
+            yield chunk
+            del chunk
+
+    def _in(self, component: str, role: str) -> dict[str, Any]:
+        """The input of a component that plays `role`."""
+        return self.manifest.tensor(component, role, "inputs")
+
+    def _out(self, component: str, role: str) -> str:
+        """The name of the output of a component that plays `role`."""
+        return str(self.manifest.tensor(component, role, "outputs")["name"])
 
     def close(self) -> None:
         """Release every engine (call it once no call is running)."""
@@ -326,6 +404,21 @@ def _as_list(value: str | list[str], count: int | None = None) -> list[str]:
     if count is not None and len(items) != count:
         raise T2VError(f"got {len(items)} negative prompts for {count} prompts")
     return items
+
+
+def _name(tensor: dict[str, Any]) -> str:
+    """A manifest tensor's graph name."""
+    return str(tensor["name"])
+
+
+def _as(array: np.ndarray, tensor: dict[str, Any]) -> np.ndarray:
+    """An array in the dtype the graph takes (no copy when it already is)."""
+    return array.astype(tensor["dtype"], copy=False)
+
+
+def _has_role(tensors: list[dict[str, Any]], role: str) -> bool:
+    """Whether one of these manifest tensors plays `role`."""
+    return any(t.get("role") == role for t in tensors)
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:

@@ -130,12 +130,40 @@ def check_sizes(manifest: Manifest, batch: int, frames: int, height: int, width:
         lo, _, hi = ranges[name]
         if not lo <= value <= hi:
             raise T2VError(f"{name}={value} is outside the range these engines were built for [{lo}, {hi}] ({manifest.root})")
+    check_stream_frames(manifest, frames)
     multiple = size_multiple(manifest)
     if height % multiple or width % multiple:
         raise T2VError(
             f"width and height must be multiples of {multiple} (the model's downsampling), got {width}x{height} "
             f"(WxH); e.g. {_round_to(width, multiple)}x{_round_to(height, multiple)}"
         )
+
+
+def stream_frame_counts(factor: int, per_call: int, up_to: int) -> list[int]:
+    """Every pixel frame count a streaming decoder can return, up to `up_to`: 1 + factor * (latent frames - 1),
+    latent frames a multiple of the frames each call decodes."""
+    counts, latent = [], per_call
+    while 1 + factor * (latent - 1) <= up_to:
+        counts.append(1 + factor * (latent - 1))
+        latent += per_call
+    return counts
+
+
+def check_stream_frames(manifest: Manifest, frames: int) -> None:
+    """A streaming decoder turns k latent frames into 1 + temporal_factor * (k - 1) frames: refuse other counts."""
+    latent = manifest.data["latent"]
+    if latent["vae_decode"] != "streaming":
+        return
+    factor, per_call = latent["temporal_factor"], latent["stream"]["latent_frames_per_call"]
+    counts = stream_frame_counts(factor, per_call, frames + factor * per_call)
+    if frames in counts:
+        return
+    lo, hi = manifest.data["ranges"]["frames"][0], manifest.data["ranges"]["frames"][2]
+    near = [c for c in counts if lo <= c <= hi and abs(c - frames) < factor * per_call] or counts[-1:]
+    raise T2VError(
+        f"frames={frames} does not fit this model's streaming VAE, which decodes 1 + {factor}*k frames"
+        f"{f' (k a multiple of {per_call})' if per_call > 1 else ''}: use {' or '.join(str(c) for c in near)}"
+    )
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -163,7 +191,9 @@ def _steps_fit(manifest: Manifest, sampler: str, steps: int) -> bool:
     except (ValueError, IndexError, ZeroDivisionError, OverflowError):
         return False
     timesteps = np.asarray(scheduler.timesteps, dtype=np.float64)
-    if timesteps.size == 0 or timesteps.min() < 0 or timesteps.max() > train - 1:
+    # A flow model's timestep is sigma * num_train_timesteps, and its first sigma may be 1 exactly (flow-euler).
+    top = train if info["prediction_type"] == "flow" else train - 1
+    if timesteps.size == 0 or timesteps.min() < 0 or timesteps.max() > top:
         return False
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is not None:  # multistep solvers divide by sigma differences: a repeated sigma is a 0/0

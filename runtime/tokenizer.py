@@ -46,6 +46,10 @@ class PromptTokenizer:
 
     def encode(self, prompts: list[str]) -> np.ndarray:
         """Token ids of shape (len(prompts), max_length), dtype int32."""
+        return self.encode_with_mask(prompts)[0]
+
+    def encode_with_mask(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and the attention mask (1 for real tokens, 0 for padding), both (len(prompts), max_length) int32."""
         if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
             raise T2VError(f"prompts must be a list of strings, got {type(prompts).__name__}")
         if not prompts:
@@ -54,7 +58,8 @@ class PromptTokenizer:
         if bad:
             raise T2VError(f"prompt {bad[0]} is {type(prompts[bad[0]]).__name__}, not a string")
         encodings = self._tok.encode_batch(list(prompts))
-        return np.array([e.ids for e in encodings], dtype=np.int32)
+        ids = np.array([e.ids for e in encodings], dtype=np.int32)
+        return ids, np.array([e.attention_mask for e in encodings], dtype=np.int32)
 
     def dropped(self, prompts: list[str]) -> list[int]:
         """Per prompt, how many tokens truncation to max_length cuts off (0 when it fits)."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.artifacts import ArtifactPaths, components_of, read_export_info
 from t2vtrt.build.provenance import check_chain, fresh_int8
 from t2vtrt.build.engines.manifest import build_manifest, variant_entry, write_manifest
 from t2vtrt.calibration.gate import gated_schedule
@@ -21,7 +21,7 @@ TARGET = {"name": "cpu", "backend": "onnxruntime", "gpu": None, "tensorrt_versio
 def cpu_sources(paths: ArtifactPaths, provenance: dict[str, Any] | None = None, notes: list[str] | None = None) -> dict[str, dict[str, Path]]:
     """Per component and precision, the graph the cpu target ships (patched graphs; INT8 when calibrated from them)."""
     sources: dict[str, dict[str, Path]] = {}
-    for component in COMPONENTS:
+    for component in components_of(read_export_info(paths)):
         graph = paths.onnx(component, "opt")
         if not graph.is_file():
             raise T2VError(f"{graph} is missing: run `t2vtrt surgery` (or `make engines`) first")

@@ -10,7 +10,7 @@ from typing import Any
 
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file, write_json
-from t2vtrt.runtime.manifest import validate_manifest
+from t2vtrt.runtime.manifest import SCHEMA_VERSION, SINGLE_DENOISER, V1_ROLES, validate_manifest
 
 TOOLS = (
     "t2v-trt",
@@ -58,13 +58,13 @@ def build_manifest(
     default_precision: str = "fp32",
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the manifest from the export record, the target and each component's variants (+ what they were made from)."""
+    """Assemble the manifest (schema v2) from the export record, the target and each component's variants (+ what they were made from)."""
     components = {}
     for name, spec in export_info["components"].items():
-        components[name] = {**spec, "variants": variants[name]}
+        components[name] = {**_with_roles(name, spec), "variants": variants[name]}
     tokenizer = export_info["tokenizer"]
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": export_info["model"],
         "target": target,
@@ -74,9 +74,29 @@ def build_manifest(
         "latent": export_info["latent"],
         "defaults": {**export_info["defaults"], "precision": default_precision},
         "ranges": export_info["ranges"],
+        # A family with several denoisers (experts switched at a timestep) records them in export.json.
+        "denoisers": export_info.get("denoisers") or [dict(e) for e in SINGLE_DENOISER],
         "components": components,
         **({"provenance": provenance} if provenance is not None else {}),
     }
+
+
+def _with_roles(component: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A component's spec with a role on every tensor: export.json's own, else (an export from before roles) the unet3d name's."""
+    names = V1_ROLES.get(component, {})
+    out = dict(spec)
+    for kind in ("inputs", "outputs"):
+        tensors = []
+        for tensor in spec[kind]:
+            role = tensor.get("role") or names.get(tensor["name"])
+            if role is None:
+                raise T2VError(
+                    f"export.json's {component} {kind[:-1]} {tensor['name']!r} has no role (the family's TensorSpec.role): "
+                    "give it one in the family's component_specs, then run `t2vtrt export` again"
+                )
+            tensors.append({**tensor, "role": role})
+        out[kind] = tensors
+    return out
 
 
 def write_manifest(target_dir: Path, manifest: dict[str, Any]) -> Path:

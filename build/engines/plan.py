@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.artifacts import ArtifactPaths, components_of, read_export_info
 from t2vtrt.build.engines.graph_memory import GraphStats, analyze_graph, graph_precision, graph_without_weights
 from t2vtrt.build.families.spec import Range, ShapeRanges, resolve_shape
 from t2vtrt.build.gpus.profiles import GpuProfile
@@ -276,7 +276,7 @@ def engine_name(component: str, precision: str, tensorrt_version: str | None, sm
 def trt_sources(paths: ArtifactPaths, allowed: tuple[str, ...], notes: list[str]) -> dict[str, dict[str, Path]]:
     """Per component and precision, the TensorRT-ready graph: the fp16/bf16/int8/fp8 graphs when built, else *.opt.onnx (fp32)."""
     sources: dict[str, dict[str, Path]] = {}
-    for component in COMPONENTS:
+    for component in components_of(read_export_info(paths)):
         opt = paths.onnx(component, "opt")
         if not opt.is_file():
             raise T2VError(f"{opt} is missing: run `t2vtrt surgery` (or `make engines`) first")
@@ -321,10 +321,10 @@ def make_plan(
     sources = trt_sources(paths, profile.precisions, notes)
     built = {p for by_precision in sources.values() for p in by_precision}
     default = next(p for p in PREFERENCE if p in built)
-    components = {name: component_plan(name, specs[name], sources[name], default, tensorrt_version, profile.sm) for name in COMPONENTS}
+    components = {name: component_plan(name, specs[name], sources[name], default, tensorrt_version, profile.sm) for name in sources}
     components["denoiser"].also_open = schedule_fallback(paths, components["denoiser"], notes)
     vram = estimate_vram(profile, components, ranges, low_vram, default)
-    if not vram.fits:
+    if not vram.fits and info["latent"].get("vae_decode") != "streaming":  # a streaming VAE decodes one latent frame a call already
         chunked = chunk_vae(profile, components, ranges, low_vram, default, tensorrt_version, notes)
         if chunked is not None:
             vram = chunked

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 # name -> module. Modules import torch/diffusers only inside functions, so listing is cheap.
 FAMILIES: dict[str, str] = {
     "unet3d": "t2vtrt.build.families.unet3d",
+    "wan": "t2vtrt.build.families.wan",
 }
 
 

@@ -11,12 +11,24 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+import numpy as np
+
 from t2vtrt.build.families.spec import ComponentSpec, Defaults, LoadedModel, ShapeRanges
 from t2vtrt.runtime.errors import T2VError
 
 
+class Reference(Protocol):
+    """A family's diffusers PyTorch oracle over one model directory (tests and `make bench` hold the runtime to it)."""
+
+    SAMPLERS: tuple[str, ...]  # runtime sampler names it reproduces
+
+    def generate(self, prompt: str, negative: str, steps: int, guidance: float, latents: np.ndarray, sampler: str) -> tuple[np.ndarray, np.ndarray]:
+        """(final latents, uint8 video (B, F, H, W, 3)) as diffusers makes them from these initial latents."""
+        ...
+
+
 class Family(Protocol):
-    """One model family: how to recognise, load, describe and export its three components."""
+    """One model family: how to recognise, load, describe, export and check its components."""
 
     NAME: str  # the registry key, recorded in export.json and the manifest
     EXPORTER: str  # torch.onnx exporter for its graphs: "torchscript" or "dynamo"
@@ -26,6 +38,10 @@ class Family(Protocol):
     BLOCK_PATTERN: str
     LAYER_KINDS: tuple[tuple[str, str], ...]
     SENSITIVE_LAYERS: tuple[str, ...]
+    # The graphs export writes, in the order the runtime runs them (export.json's `components`).
+    COMPONENTS: tuple[str, ...]
+    # Surgery pass names per component (build/surgery/registry.py's PASSES), the shared *.opt.onnx pipelines.
+    SURGERY: dict[str, tuple[str, ...]]
 
     def detect(self, model_dir: Path) -> bool:
         """True when model_dir is this family's diffusers layout."""
@@ -55,9 +71,17 @@ class Family(Protocol):
         """Write a seeded random model of the real classes at `sizes` in this family's layout."""
         ...
 
+    def reference(self, model_dir: Path) -> Reference:
+        """The diffusers pipeline over model_dir's torch weights, as an oracle."""
+        ...
 
-CONSTANTS = ("NAME", "EXPORTER", "OPSET", "BLOCK_PATTERN", "LAYER_KINDS", "SENSITIVE_LAYERS")
-FUNCTIONS = ("detect", "check_layout", "load", "component_specs", "defaults", "default_ranges", "create")
+    def gpu_ranges(self, vram_gb: float) -> ShapeRanges | None:
+        """Default shape ranges on a GPU of vram_gb whose profile has no [shapes.<family>] table (None: the model's own)."""
+        ...
+
+
+CONSTANTS = ("NAME", "EXPORTER", "OPSET", "BLOCK_PATTERN", "LAYER_KINDS", "SENSITIVE_LAYERS", "COMPONENTS", "SURGERY")
+FUNCTIONS = ("detect", "check_layout", "load", "component_specs", "defaults", "default_ranges", "create", "reference", "gpu_ranges")
 EXPORTERS = ("torchscript", "dynamo")
 
 
@@ -71,3 +95,5 @@ def check_family(module: ModuleType, name: str) -> None:
         raise T2VError(f"model family module {module.__name__} calls itself {module.NAME!r} but is registered as {name!r}")
     if module.EXPORTER not in EXPORTERS:
         raise T2VError(f"model family {name!r}: EXPORTER {module.EXPORTER!r} is not one of {', '.join(EXPORTERS)}")
+    if set(module.SURGERY or ()) != set(module.COMPONENTS or ()):
+        raise T2VError(f"model family {name!r}: SURGERY must list passes for exactly its COMPONENTS ({', '.join(module.COMPONENTS)})")

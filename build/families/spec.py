@@ -39,6 +39,13 @@ class ComponentSpec:
     outputs: tuple[TensorSpec, ...]
     axes: dict[str, Range]
 
+    def tensor(self, role: str) -> TensorSpec:
+        """The input or output that plays `role` (manifest v2); KeyError when none does."""
+        for tensor in (*self.inputs, *self.outputs):
+            if tensor.role == role:
+                return tensor
+        raise KeyError(f"{self.name} has no tensor with role {role!r}")
+
     def input_shapes(self, which: str = "opt") -> dict[str, tuple[int, ...]]:
         """Concrete shapes of every input at the min, opt or max point of the profile."""
         index = {"min": 0, "opt": 1, "max": 2}[which]
@@ -106,12 +113,17 @@ class LatentLayout:
     channels: int
     spatial_factor: int
     temporal_factor: int = 1
-    vae_decode: str = "per_frame"  # per_frame: (N,C,h,w) frames; video: (B,C,F,h,w)
+    # per_frame: (N,C,h,w) frames; video: (B,C,F,h,w) at once; streaming: chunks of latent frames through a
+    # first/next graph pair whose causal caches are graph outputs fed back as inputs (memory flat in frames).
+    vae_decode: str = "per_frame"
     size_multiple: int | None = None  # pixels: VAE x denoiser downsampling (None: spatial_factor is enough)
+    stream_first: str = "vae_decoder"  # streaming: the graph that decodes the first chunk (no cache inputs)
+    stream_next: str = "vae_decoder_next"  # streaming: the graph that decodes every later chunk, caches in and out
+    latent_frames_per_call: int = 1  # streaming: latent frames each call decodes
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's `latent`."""
-        return {
+        data: dict[str, Any] = {
             **({"size_multiple": self.size_multiple} if self.size_multiple else {}),
             "channels": self.channels,
             "layout": "BCFHW",
@@ -120,14 +132,17 @@ class LatentLayout:
             "vae_decode": self.vae_decode,
             "vae_scaling": "in_graph",
         }
+        if self.vae_decode == "streaming":
+            data["stream"] = {"first": self.stream_first, "next": self.stream_next, "latent_frames_per_call": self.latent_frames_per_call}
+        return data
 
 
 @dataclass
 class SchedulerInfo:
     """The model's scheduler config and the samplers the runtime offers for it."""
 
-    prediction_type: str
-    config: dict[str, Any]
+    prediction_type: str  # epsilon, v_prediction or flow (velocity: flow-matching models such as Wan)
+    config: dict[str, Any]  # the model's diffusers scheduler config; every sampler is built from it
     samplers: tuple[str, ...] = ("ddim", "dpm++")
     default_sampler: str = "ddim"
 

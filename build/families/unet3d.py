@@ -25,6 +25,16 @@ from t2vtrt.runtime.errors import T2VError
 NAME = "unet3d"
 EXPORTER = "torchscript"  # the dynamo exporter mis-lowers repeat_interleave(num_frames) for batch > 1
 OPSET = 17
+COMPONENTS = ("text_encoder", "denoiser", "vae_decoder")
+# Surgery per component (names in build/surgery/registry.py's PASSES): the shared default list; the denoiser
+# also splits its GEGLU projections (ONNX Runtime copies the whole projected tensor to slice it in two), after
+# folding has made the Slice bounds constants, and folds attention's query/key scaling into the projection weights.
+_DEFAULT_PASSES = ("cleanup", "remove_identity", "fold_constants", "fold_casts", "onehot_to_gather", "cleanup")
+SURGERY: dict[str, tuple[str, ...]] = {
+    "text_encoder": _DEFAULT_PASSES,
+    "denoiser": (*_DEFAULT_PASSES[:-1], "split_geglu", "fold_scale_into_weights", "cleanup"),
+    "vae_decoder": _DEFAULT_PASSES,
+}
 SUBFOLDERS = {"text_encoder": "text_encoder", "tokenizer": "tokenizer", "unet": "unet", "vae": "vae", "scheduler": "scheduler"}
 
 # ModelScope's scheduler: DDPM scaled_linear betas, epsilon prediction.
@@ -191,24 +201,26 @@ def component_specs(cfg: dict[str, Any], ranges: ShapeRanges) -> dict[str, Compo
     return {
         "text_encoder": ComponentSpec(
             name="text_encoder",
-            inputs=(TensorSpec("input_ids", "int32", ("batch", "seq"), (0, cfg["vocab_size"] - 1)),),
-            outputs=(TensorSpec("last_hidden_state", "float32", ("batch", "seq", cfg["hidden_size"])),),
+            inputs=(TensorSpec("input_ids", "int32", ("batch", "seq"), (0, cfg["vocab_size"] - 1), role="token_ids"),),
+            outputs=(TensorSpec("last_hidden_state", "float32", ("batch", "seq", cfg["hidden_size"]), role="context"),),
             axes={"batch": cfg_batch, "seq": (seq, seq, seq)},
         ),
         "denoiser": ComponentSpec(
             name="denoiser",
             inputs=(
-                TensorSpec("sample", "float32", ("batch", cfg["latent_channels"], "frames", "latent_height", "latent_width")),
-                TensorSpec("timestep", "float32", ("batch",), (0, cfg["num_train_timesteps"] - 1)),
-                TensorSpec("encoder_hidden_states", "float32", ("batch", "seq", cfg["hidden_size"])),
+                TensorSpec("sample", "float32", ("batch", cfg["latent_channels"], "frames", "latent_height", "latent_width"), role="latent"),
+                TensorSpec("timestep", "float32", ("batch",), (0, cfg["num_train_timesteps"] - 1), role="timestep"),
+                TensorSpec("encoder_hidden_states", "float32", ("batch", "seq", cfg["hidden_size"]), role="context"),
             ),
-            outputs=(TensorSpec("noise_pred", "float32", ("batch", cfg["out_channels"], "frames", "latent_height", "latent_width")),),
+            outputs=(
+                TensorSpec("noise_pred", "float32", ("batch", cfg["out_channels"], "frames", "latent_height", "latent_width"), role="prediction"),
+            ),
             axes={"batch": cfg_batch, "frames": ranges.frames, "latent_height": latent_h, "latent_width": latent_w, "seq": (seq, seq, seq)},
         ),
         "vae_decoder": ComponentSpec(
             name="vae_decoder",
-            inputs=(TensorSpec("latent", "float32", ("batch", cfg["latent_channels"], "latent_height", "latent_width")),),
-            outputs=(TensorSpec("image", "float32", ("batch", cfg["vae_out_channels"], "height", "width")),),
+            inputs=(TensorSpec("latent", "float32", ("batch", cfg["latent_channels"], "latent_height", "latent_width"), role="latent"),),
+            outputs=(TensorSpec("image", "float32", ("batch", cfg["vae_out_channels"], "height", "width"), role="frames"),),
             # Frames are decoded in chunks of at most max(frames): the batch axis is a frame count.
             axes={
                 "batch": (1, ranges.frames[1], ranges.frames[2]),
@@ -276,6 +288,18 @@ def defaults() -> Defaults:
 def default_ranges() -> ShapeRanges:
     """Shape ranges for a user checkpoint: ModelScope 256x256 up to zeroscope 576x320, 8-24 frames."""
     return ShapeRanges(batch=(1, 1, 2), frames=(8, 16, 24), height=(256, 256, 576), width=(256, 256, 576))
+
+
+def gpu_ranges(vram_gb: float) -> ShapeRanges | None:
+    """No family default: every shipped GPU profile has a [shapes.unet3d] table, and a new one names its own."""
+    return None
+
+
+def reference(model_dir: Path) -> Any:
+    """diffusers' text-to-video loop over the torch components (build/reference.py), as the oracle."""
+    from t2vtrt.build.reference import Unet3dReference
+
+    return Unet3dReference(model_dir)
 
 
 def create(out_dir: Path, sizes: dict[str, Any], seed: int) -> None:

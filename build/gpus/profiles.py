@@ -64,8 +64,12 @@ class GpuProfile:
         return int(major), int(minor)
 
     def ranges_for(self, family: str) -> ShapeRanges | None:
-        """The default shape ranges for a model family, or None when the profile has none."""
-        return self.shapes.get(family)
+        """The profile's [shapes.<family>] ranges, else the family's own default for this VRAM (None: the model's)."""
+        if family in self.shapes:
+            return self.shapes[family]
+        from t2vtrt.build.families import get_family
+
+        return get_family(family).gpu_ranges(self.vram_gb)
 
     def to_json(self) -> dict[str, Any]:
         """The plan's record of the profile."""
@@ -115,11 +119,13 @@ def load_profile(name: str, folder: Path = PROFILES_DIR) -> GpuProfile:
 
 def profile_table(profiles: list[GpuProfile], detected: str | None = None) -> list[str]:
     """`t2vtrt gpus`: one aligned line per profile (the detected one marked with *)."""
-    header = ("", "name", "sm", "VRAM", "precisions", "hw compat", "unet3d max (frames x HxW)", "description")
+    from t2vtrt.build.families import FAMILIES
+
+    header = ("", "name", "sm", "VRAM", "precisions", "hw compat", "max per family (frames x HxW)", "description")
     rows = [header]
     for p in profiles:
-        shape = p.shapes.get("unet3d")
-        max_shape = f"{shape.frames[2]} x {shape.height[2]}x{shape.width[2]}" if shape else "-"
+        maxima = {family: p.ranges_for(family) for family in sorted(FAMILIES)}
+        max_shape = ", ".join(f"{family} {r.frames[2]} x {r.height[2]}x{r.width[2]}" for family, r in maxima.items() if r) or "-"
         rows.append(
             (
                 "*" if p.name == detected else "",

@@ -7,6 +7,7 @@ from typing import Callable
 
 import onnx_graphsurgeon as gs
 
+from t2vtrt.build.families.unet3d import SURGERY as _UNET3D_SURGERY
 from t2vtrt.runtime.errors import T2VError
 
 from .attention import fuse_attention_ort
@@ -69,14 +70,17 @@ DEFAULT_PIPELINE: list[str] = [
     "cleanup",
 ]
 
-# The default list, plus what one component needs: the denoiser splits its GEGLU projections (ONNX Runtime
-# copies the whole projected tensor to slice it in two), after folding has made the Slice bounds constants,
-# and folds attention's query/key scaling into the projection weights (one pass over Q and K less).
-PIPELINES: dict[str, list[str]] = {
-    "text_encoder": DEFAULT_PIPELINE,
-    "denoiser": DEFAULT_PIPELINE[:-1] + ["split_geglu", "fold_scale_into_weights", "cleanup"],
-    "vae_decoder": DEFAULT_PIPELINE,
-}
+# Per component pass lists are family data (each family's SURGERY); PIPELINES is the unet3d family's, kept
+# for callers that know only one family.
+PIPELINES: dict[str, list[str]] = {component: list(names) for component, names in _UNET3D_SURGERY.items()}
+
+
+def pipelines_for(family: str) -> dict[str, list[str]]:
+    """The shared surgery pipeline per component of a model family (its SURGERY)."""
+    from t2vtrt.build.families import get_family
+
+    return {component: list(names) for component, names in get_family(family).SURGERY.items()}
+
 
 # Per target, passes applied when the target's files are written from the shared *.opt.onnx graphs:
 # fusions into a runtime's own ops that other targets cannot read (TensorRT has no com.microsoft ops), and

@@ -45,7 +45,8 @@ def make_scheduler(name: str, config: Mapping[str, Any], prediction_type: str | 
     if factory is None:
         raise T2VError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     if prediction_type is not None:
-        overrides["prediction_type"] = prediction_type
+        # The manifest says "flow" (velocity); diffusers' UniPC and DPM configs call it flow_prediction.
+        overrides["prediction_type"] = "flow_prediction" if prediction_type == "flow" else prediction_type
     return factory(config, **overrides)
 
 

@@ -37,7 +37,7 @@ def test_precision_falls_back_per_component(tiny_engines: Path) -> None:
     ("path", "value", "where"),
     [
         (("target", "backend"), "directml", "target/backend"),
-        (("schema_version",), 2, "schema_version"),
+        (("schema_version",), 3, "schema_version"),
         (("components", "denoiser", "axes", "frames"), [1, 8], "components/denoiser/axes/frames"),
         (("tokenizer", "sha256"), "abc", "tokenizer/sha256"),
     ],

@@ -62,3 +62,37 @@ def test_a_misnamed_or_unknown_exporter_family_is_refused(changes: dict, words: 
     members = {**{c: None for c in CONSTANTS}, **{f: (lambda *a: None) for f in FUNCTIONS}, "NAME": "fake", "EXPORTER": "dynamo", **changes}
     with pytest.raises(T2VError, match=words):
         check_family(_module(**members), "fake")
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_surgery_lists_registered_passes_per_component(name: str) -> None:
+    """SURGERY covers exactly the family's COMPONENTS with passes the registry knows; the surgery stage reads it."""
+    from t2vtrt.build.surgery.registry import PASSES, pipelines_for
+
+    family = get_family(name)
+    assert set(family.SURGERY) == set(family.COMPONENTS)
+    assert all(step in PASSES for steps in family.SURGERY.values() for step in steps)
+    assert pipelines_for(name) == {c: list(steps) for c, steps in family.SURGERY.items()}
+
+
+def test_unet3d_surgery_is_the_registry_default() -> None:
+    """Moving the pass lists into the family changed nothing for unet3d."""
+    from t2vtrt.build.surgery.registry import DEFAULT_PIPELINE, PIPELINES
+
+    assert PIPELINES == {c: list(s) for c, s in get_family("unet3d").SURGERY.items()}
+    assert PIPELINES["text_encoder"] == PIPELINES["vae_decoder"] == DEFAULT_PIPELINE
+    assert PIPELINES["denoiser"] == DEFAULT_PIPELINE[:-1] + ["split_geglu", "fold_scale_into_weights", "cleanup"]
+
+
+def test_gpu_profile_without_a_family_table_uses_the_family_default() -> None:
+    """A profile's [shapes.<family>] wins; without one the family's gpu_ranges for that VRAM (unet3d: none)."""
+    from dataclasses import replace
+
+    from t2vtrt.build.gpus.profiles import load_profile
+
+    profile = load_profile("rtx3060")
+    assert profile.ranges_for("unet3d") is profile.shapes["unet3d"]
+    assert "wan" not in profile.shapes and profile.ranges_for("wan") == get_family("wan").gpu_ranges(profile.vram_gb)
+    bigger = get_family("wan").gpu_ranges(2 * profile.vram_gb)
+    assert bigger is not None and bigger.height[2] * bigger.width[2] >= profile.ranges_for("wan").height[2] * profile.ranges_for("wan").width[2]
+    assert replace(profile, shapes={}).ranges_for("unet3d") is None
