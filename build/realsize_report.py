@@ -39,11 +39,11 @@ class StageRun:
 
 
 def stage_commands(model_dir: Path, artifacts: Path, int8: bool, gpus: tuple[str, ...]) -> list[tuple[str, list[str]]]:
-    """(stage name, t2vtrt arguments) in build order: export, surgery, [calibrate], cpu engines, dry-run plans."""
+    """(stage name, t2vtrt arguments) in build order: export, surgery, [calibrate, quantize], cpu engines, dry-run plans."""
     common = ["--model", str(model_dir), "--artifacts", str(artifacts)]
     stages = [("export", ["export", *common]), ("surgery", ["surgery", *common])]
     if int8:
-        stages.append(("calibrate", ["calibrate", *common]))
+        stages += [("calibrate", ["calibrate", *common]), ("quantize", ["quantize", *common])]
     stages.append(("engines cpu", ["engines", *common, "--gpu", "cpu"]))
     for gpu in gpus:
         stages.append((f"plan {gpu}", ["engines", *common, "--gpu", gpu, "--dry-run"]))

@@ -79,14 +79,14 @@ def calibrate(
     samples: int | None = None,
     seed: int | None = None,
     trt_version: str | None = None,
+    budget_name: str | None = None,
 ) -> dict[str, Any]:
     """Capture denoiser inputs, calibrate INT8 scales, decide FP16 fallbacks (calib/); returns the stage's summary."""
     from t2vtrt.calibration.phase_progress import phase_bars
-    from t2vtrt.calibration.settings import load_budget
-    from t2vtrt.calibration.stage import run_calibrate
+    from t2vtrt.calibration.stage import model_budget, run_calibrate
 
     paths = built_paths(model, artifacts)
-    budget = load_budget(paths.root.name).with_overrides(samples=samples, seed=seed)
+    budget = model_budget(paths, budget_name).with_overrides(samples=samples, seed=seed)
     with build_lock(paths.root), phase_bars(quiet) as on_event:
         done = run_calibrate(paths, plan_file, method, budget, on_event, trt_version)
     record_stage(paths.root, "2b-calibrate", done["seconds"], [paths.calib_dir / f for f in CALIBRATE_FILES])

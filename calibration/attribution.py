@@ -145,21 +145,20 @@ def markdown(rows: dict[str, Any], title: str) -> str:
 
 def run_attribution(paths: Any, variant: str, prompt_count: int | None = None, on_row: Callable[[str], None] | None = None) -> str:
     """Attribution of one quantized graph on the gate's held-out cases -> reports/int8_attribution.{json,md}."""
-    from t2vtrt.build.artifacts import read_export_info
     from t2vtrt.calibration.paths import CalibPaths
     from t2vtrt.calibration.prompts import load_prompts
     from t2vtrt.calibration.reference import onnx_pipeline
-    from t2vtrt.calibration.settings import load_budget
+    from t2vtrt.calibration.stage import model_budget
     from t2vtrt.runtime.files import atomic_path, write_json
     from t2vtrt.runtime.step_schedule import sampler_timesteps
 
     cp = CalibPaths(paths)
     graph = {"u8s8": cp.u8s8_graph, "int8-qdq": cp.cpuverify_graph}[variant]
-    budget = load_budget(read_export_info(paths)["model"]["name"])
+    budget = model_budget(paths)
     prompts = load_prompts("eval", prompt_count or budget.video_prompts, budget.prompt_file("eval"))
     cases = [Case(p, s) for p in prompts for s in budget.video_seeds]
-    pipe = onnx_pipeline(paths)
-    quantized = onnx_pipeline(paths, graph, "int8")
+    pipe = onnx_pipeline(paths, generation=budget.generation())
+    quantized = onnx_pipeline(paths, graph, "int8", budget.generation())
     timesteps = sampler_timesteps(pipe.manifest)
     try:
         rows = attribution(pipe, quantized.sessions["denoiser"], cases, len(timesteps), budget.adherence, on_row)

@@ -125,12 +125,17 @@ def generation_settings(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int, on_prompt: Callable[[int], None] | None = None) -> Capture:
-    """Run every prompt through the FP32 loop (seed + its index) and keep `samples` denoiser calls."""
+def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int, on_step: Callable[[int, int], None] | None = None) -> Capture:
+    """Run every prompt through the FP32 loop (seed + its index) and keep `samples` denoiser calls.
+
+    on_step(done, total) counts sampler steps over all prompts (a real-size step takes most of a minute).
+    """
     if not prompts or samples < 1:
         raise T2VError("calibration needs at least one prompt and one sample")
     settings = generation_settings(pipe.manifest)
     keep = select_steps(len(prompts), settings["steps"], samples)
+    if on_step:
+        on_step(0, len(prompts) * settings["steps"])
     feeds: list[Feeds] = []
     timesteps: list[float] = []
     for index, prompt in enumerate(prompts):
@@ -147,10 +152,8 @@ def capture(pipe: Pipeline, prompts: list[str], samples: int, seed: int, on_prom
                 seed + index,
                 settings["sampler"],
                 None,
-                None,
+                None if on_step is None else lambda step, steps, before=index * settings["steps"]: on_step(before + step, len(prompts) * steps),
             )
         feeds += recorder.kept
         timesteps += recorder.kept_timesteps
-        if on_prompt:
-            on_prompt(index)
     return Capture(feeds, {**settings, "seed": seed, "prompts": len(prompts), "samples": len(feeds), "timesteps": timesteps})

@@ -12,6 +12,7 @@ import numpy as np
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.calibration.graphs import run_first_output, session
 from t2vtrt.calibration.metrics import denoiser_metrics
+from t2vtrt.calibration.settings import Generation
 from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.step_schedule import StepSchedule
@@ -94,11 +95,11 @@ class VideoCase:
     reference: np.ndarray
 
 
-def reference_videos(paths: ArtifactPaths, prompts: list[str], seeds: tuple[int, ...]) -> list[VideoCase]:
-    """FP32 videos of every prompt x seed with the manifest defaults."""
+def reference_videos(paths: ArtifactPaths, prompts: list[str], seeds: tuple[int, ...], generation: Generation | None = None) -> list[VideoCase]:
+    """FP32 videos of every prompt x seed with the manifest defaults (`generation` replacing some)."""
     from t2vtrt.calibration.reference import onnx_pipeline
 
-    pipe = onnx_pipeline(paths)
+    pipe = onnx_pipeline(paths, generation=generation)
     cases = [VideoCase(p, s, pipe(p, seed=s)) for p in prompts for s in seeds]
     pipe.close()
     return cases
@@ -152,7 +153,13 @@ def _row(float_steps: int, schedule: StepSchedule | None, video: dict[str, Any])
 
 
 def schedule_search(
-    paths: ArtifactPaths, graph: Path, precision: str, cases: list[VideoCase], limits: Thresholds, adherence: bool
+    paths: ArtifactPaths,
+    graph: Path,
+    precision: str,
+    cases: list[VideoCase],
+    limits: Thresholds,
+    adherence: bool,
+    generation: Generation | None = None,
 ) -> tuple[StepSchedule | None, int, dict[str, Any], list[dict[str, Any]]]:
     """The fewest first sampler steps run in FP32 (at most max_float_step_share of them) for which the videos meet
     the budget with margin.
@@ -166,7 +173,7 @@ def schedule_search(
     from t2vtrt.runtime.pipeline import Pipeline
     from t2vtrt.runtime.step_schedule import first_steps_schedule, sampler_timesteps
 
-    manifest = onnx_manifest(paths, graph, precision)
+    manifest = onnx_manifest(paths, graph, precision, generation)
     timesteps = sampler_timesteps(manifest)
     target = limits.with_video_margin()
     pipe = Pipeline(manifest, precision=precision, schedule=False)
@@ -226,7 +233,7 @@ def quantized_calls(feeds: list[Feeds], reference: np.ndarray, schedule: StepSch
 
     rows, kept, start = [], [], 0
     for feed in feeds:
-        count = len(feed["sample"])
+        count = len(next(iter(feed.values())))  # every denoiser input is batch-first; names differ per family
         if schedule is None or not schedule.uses_fallback(timestep_of(feed)):
             kept.append(feed)
             rows.append(reference[start : start + count])
@@ -244,6 +251,7 @@ def judge(
     cases: list[VideoCase],
     limits: Thresholds,
     adherence: bool = False,
+    generation: Generation | None = None,
 ) -> Verdict:
     """End-to-end and denoiser checks of one quantized graph, with the step schedule that meets the video budget.
 
@@ -252,8 +260,9 @@ def judge(
     """
     from t2vtrt.runtime.step_schedule import sampler_timesteps
 
-    steps = len(sampler_timesteps(_manifest_for(paths)))
-    schedule, float_steps, video, search = schedule_search(paths, graph, precision, cases, limits, adherence) if cases else (None, 0, {}, [])
+    steps = len(sampler_timesteps(_manifest_for(paths, generation)))
+    searched = schedule_search(paths, graph, precision, cases, limits, adherence, generation) if cases else None
+    schedule, float_steps, video, search = searched or (None, 0, {}, [])
     failures = []
     if cases and float_steps >= steps:
         failures.append(
@@ -266,11 +275,11 @@ def judge(
     return Verdict(variant, {**den, "calls": len(kept) or len(feeds)}, video, failures, schedule, float_steps, steps, search)
 
 
-def _manifest_for(paths: ArtifactPaths) -> Any:
+def _manifest_for(paths: ArtifactPaths, generation: Generation | None) -> Any:
     """The in-memory FP32 manifest over onnx/ (scheduler and defaults)."""
     from t2vtrt.calibration.reference import onnx_manifest
 
-    return onnx_manifest(paths)
+    return onnx_manifest(paths, generation=generation)
 
 
 # Which gate verdict's step schedule each quantized graph ships with: the TensorRT Q/DQ+FP16 graph has the

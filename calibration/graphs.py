@@ -11,8 +11,8 @@ import numpy as np
 from t2vtrt.runtime.backends import Feeds
 
 
-def session(model: Any, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session over a path or an in-memory model."""
+def session(model: Any, threads: int | None = None, node_order: bool = False) -> Any:
+    """An onnxruntime CPU session over a path or an in-memory model; node_order: run ready nodes in graph order."""
     import onnxruntime as ort
 
     from t2vtrt.build.graphfiles import EXTERNAL_DATA_BYTES, all_tensors, is_external, save_graph, weight_bytes
@@ -22,6 +22,8 @@ def session(model: Any, threads: int | None = None) -> Any:
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if node_order:  # priority-based: among ready nodes the earliest in the graph runs first
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     if isinstance(model, (str, Path)):
         return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
     if weight_bytes(model) < EXTERNAL_DATA_BYTES and not any(is_external(t) for t in all_tensors(model)):

@@ -7,6 +7,7 @@ import importlib
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +47,12 @@ def _result(future: Any, call: Call) -> Any:
         return future.result()
     except T2VError:
         raise
+    except BrokenProcessPool as exc:  # killed from outside: no exception of its own to report
+        raise T2VError(
+            f"{call.target.split(':')[1]} failed: its process was killed before it finished, most often by the kernel's "
+            "out-of-memory killer (ModelOpt and onnxruntime.quantization hold several copies of the graph and its "
+            f"weights; see `dmesg`): free memory or run this stage on a host with more RAM (log so far: {call.log})"
+        ) from exc
     except Exception as exc:  # any failure inside the tool: one line plus where its full log is
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise T2VError(f"{call.target.split(':')[1]} failed: {type(exc).__name__}: {first} (full log: {call.log})") from exc

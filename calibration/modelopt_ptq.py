@@ -66,8 +66,7 @@ def quantize_graph(
     nodes_to_exclude: list[str],
     cache: str | None = None,
     method: str = "entropy",
-    frame_axes: dict[str, int] | None = None,
-    tool_frames: int | None = None,
+    crops: dict[str, dict[int, int]] | None = None,
 ) -> dict[str, Any]:
     """ModelOpt INT8 PTQ of `source` into `output` (atomic); FP16-fallback nodes never read a Q/DQ'd tensor."""
     import logging
@@ -79,7 +78,7 @@ def quantize_graph(
 
     logging.getLogger().setLevel(logging.ERROR)
     _linear_dead_cast_cleanup()
-    feeds = tool_feeds(data, samples, frame_axes, tool_frames)
+    feeds = tool_feeds(data, samples, crops)
     with tempfile.TemporaryDirectory(prefix="t2vtrt-modelopt.") as tmp:
         work = Path(tmp)
         graph = _copy_graph(Path(source), work)

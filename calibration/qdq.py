@@ -87,6 +87,46 @@ def strip_qdq(model: Any, nodes: set[str]) -> Any:
     return out
 
 
+def switchable(model: Any, nodes: list[str]) -> tuple[Any, dict[str, str]]:
+    """A copy where each of `nodes` reads its Q/DQ'd inputs through Where(flag, dequantized, float): (graph, node -> flag).
+
+    Each flag is a bool scalar graph input: one session then measures any set of INT8 nodes (flag true), the
+    others reading float tensors exactly as strip_qdq would give them. At real size that is one session instead
+    of one per measurement, each of which copied and re-optimised gigabytes of weights. A weight stored as
+    integers needs no switch: strip_qdq's float copy of it holds the very values its DequantizeLinear computes.
+    """
+    import onnx
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    made_by = producers(out)
+    stored = _initializers(out)
+    wanted = set(nodes)
+    flags: dict[str, str] = {}
+    rebuilt = []
+    for node in out.graph.node:
+        if node.name in wanted:
+            for index, name in enumerate(node.input):
+                dq = made_by.get(name)
+                if dq is None or dq.op_type != "DequantizeLinear":
+                    continue
+                q = made_by.get(dq.input[0])
+                if q is None or q.op_type != "QuantizeLinear":
+                    if dq.input[0] in stored:
+                        continue
+                    raise T2VError(f"cannot un-quantize {node.name}: its input {name} is dequantized from an unknown source")
+                flag = flags.setdefault(node.name, f"t2vtrt_int8_{len(flags)}")
+                switched = f"{name}_t2vtrt_sw{len(rebuilt)}"
+                rebuilt.append(helper.make_node("Where", [flag, name, q.input[0]], [switched], name=switched))
+                node.input[index] = switched
+        rebuilt.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(rebuilt)
+    out.graph.input.extend(helper.make_tensor_value_info(f, onnx.TensorProto.BOOL, []) for f in flags.values())
+    return out, flags
+
+
 def _dequantized_initializer(model: Any, dq: Any, stored: dict[str, Any]) -> str:
     """Add (once) a float32 initializer equal to what `dq` computes from its stored input; return its name."""
     from onnx import numpy_helper

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from t2vtrt.calibration.entropy import entropy_amax
 from t2vtrt.calibration.mse import mse_amax
 from t2vtrt.calibration.graphs import batches, session
+from t2vtrt.calibration.stats_graph import histogram_graph, minmax_graph, sample_stride
 from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import write_json
@@ -66,61 +66,6 @@ def float_activations(model: Any, op_types: tuple[str, ...] = ("Conv", "MatMul",
     return list(seen)
 
 
-def _augmented(model: Any, tensors: list[str]) -> Any:
-    """A copy of `model` that also outputs `tensors` (float32 intermediates)."""
-    import onnx
-
-    out = copy.deepcopy(model)
-    existing = {o.name for o in out.graph.output}
-    for name in tensors:
-        if name not in existing:
-            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return out
-
-
-def tensor_chunks(names: list[str], sizes: dict[str, int | None], max_bytes: int | None, max_count: int) -> list[list[str]]:
-    """Consecutive runs of `names` whose values one run returns together stay under max_bytes and max_count.
-
-    A tensor of unknown size counts as the largest known one; a tensor larger than max_bytes runs alone.
-    """
-    known = [s for s in (sizes.get(n) for n in names) if s is not None]
-    fallback = max(known, default=0)
-    chunks: list[list[str]] = []
-    held = 0
-    for name in names:
-        size = sizes.get(name)
-        size = fallback if size is None else size
-        full = chunks and (len(chunks[-1]) >= max_count or (max_bytes is not None and held + size > max_bytes))
-        if not chunks or full:
-            chunks.append([])
-            held = 0
-        chunks[-1].append(name)
-        held += size
-    return chunks
-
-
-def _values(
-    model: Any, tensors: list[str], feeds: list[Feeds], batch: int, chunk: int, chunk_bytes: int | None = None
-) -> Iterator[dict[str, np.ndarray]]:
-    """Per run, the values of `tensors` (graph inputs from the feeds, the rest from an augmented graph)."""
-    inputs = {i.name for i in model.graph.input}
-    direct = [t for t in tensors if t in inputs]
-    computed = [t for t in tensors if t not in inputs]
-    runs = batches(feeds, batch)
-    sizes: dict[str, int | None] = {}
-    if chunk_bytes is not None and computed:
-        from t2vtrt.build.engines.graph_memory import tensor_sizes
-
-        sizes = tensor_sizes(model, {name: tuple(value.shape) for name, value in runs[0].items()})
-    for index, names in enumerate(tensor_chunks(computed, sizes, chunk_bytes, chunk) or [[]]):
-        sess = session(_augmented(model, names)) if names else None
-        for fed in runs:
-            values = dict(zip(names, sess.run(names, fed))) if sess else {}
-            if index == 0:
-                values.update({t: fed[t] for t in direct})
-            yield values
-
-
 def abs_histogram(values: np.ndarray, absmax: float, num_bins: int) -> np.ndarray:
     """Counts of |values| in num_bins equal bins over [0, absmax] (absmax itself in the last bin)."""
     scaled = np.abs(np.asarray(values, dtype=np.float32).ravel()) * np.float32(num_bins / absmax)
@@ -134,33 +79,50 @@ def collect_ranges(
     num_bins: int = 2048,
     levels: int = 128,
     batch: int = 8,
-    chunk: int = 100_000,
-    on_pass: Callable[[str], None] | None = None,
-    chunk_bytes: int | None = None,
+    on_run: Callable[[int, int], None] | None = None,
+    hist_values: int | None = None,
 ) -> dict[str, TensorRange]:
     """Two passes over the data: min/max, then |x| histograms over [0, absmax]; then the entropy and MSE amax.
 
-    Each run returns at most `chunk` tensors and, when chunk_bytes is set, at most that many bytes of them (sizes
-    from shape inference at the first run's input shapes): what a run holds at once, whatever the graph's size.
+    Both are computed inside the graph (calibration/stats_graph.py): one run per `batch` samples covers every
+    tensor, holding no more than inference does. hist_values: count at most about that many values of each
+    tensor per run into its histogram (a strided sample; None: all). on_run(done, total) counts runs.
     """
     if not feeds:
         raise T2VError("no calibration samples: the captured data is empty; run `t2vtrt calibrate` again")
+    inputs = {i.name for i in model.graph.input}
+    computed = [t for t in tensors if t not in inputs]
+    runs = batches(feeds, batch)
+    done = iter(range(1, 2 * len(runs) + 1))
     lo = {t: np.inf for t in tensors}
     hi = {t: -np.inf for t in tensors}
-    for values in _values(model, tensors, feeds, batch, chunk, chunk_bytes):
-        for name, value in values.items():
-            lo[name] = min(lo[name], float(value.min()))
-            hi[name] = max(hi[name], float(value.max()))
-    if on_pass:
-        on_pass("min/max")
+    count = dict.fromkeys(tensors, 0)
+    graph, stats = minmax_graph(model, computed)
+    names = [n for triple in stats.values() for n in triple]
+    sess = session(graph, node_order=True)
+    for fed in runs:
+        values = dict(zip(names, sess.run(names, fed)))
+        found = {t: tuple(values[n] for n in triple) for t, triple in stats.items()}
+        found.update({t: (fed[t].min(), fed[t].max(), fed[t].size) for t in tensors if t in inputs})
+        for name, (low, high, size) in found.items():
+            lo[name], hi[name], count[name] = min(lo[name], float(low)), max(hi[name], float(high)), max(count[name], int(size))
+        if on_run:
+            on_run(next(done), 2 * len(runs))
+    del sess
     absmax = {t: max(abs(lo[t]), abs(hi[t])) for t in tensors}
     hist = {t: np.zeros(num_bins, dtype=np.int64) for t in tensors}
-    for values in _values(model, tensors, feeds, batch, chunk, chunk_bytes):
-        for name, value in values.items():
-            if absmax[name] > 0:
-                hist[name] += abs_histogram(value, absmax[name], num_bins)
-    if on_pass:
-        on_pass("histograms")
+    counted = {t: absmax[t] for t in computed if absmax[t] > 0}
+    strides = {t: sample_stride(count[t], hist_values) for t in tensors}
+    graph, counts = histogram_graph(model, counted, num_bins, strides)
+    sess = session(graph, node_order=True)
+    for fed in runs:
+        for name, values in zip(counts, sess.run(list(counts.values()), fed)):
+            hist[name] += values
+        for name in (t for t in tensors if t in inputs and absmax[t] > 0):
+            hist[name] += abs_histogram(fed[name].ravel()[:: strides[name]], absmax[name], num_bins)
+        if on_run:
+            on_run(next(done), 2 * len(runs))
+    del sess
     return {t: TensorRange(lo[t], hi[t], entropy_amax(hist[t], absmax[t], levels), mse_amax(hist[t], absmax[t])) for t in tensors}
 
 

@@ -10,28 +10,30 @@ from onnxruntime.quantization import CalibrationDataReader
 from t2vtrt.runtime.backends import Feeds
 
 
-def crop_frames(feeds: list[Feeds], frame_axes: dict[str, int], frames: int | None) -> list[Feeds]:
-    """The first `frames` frames of every input that has a frames axis (`frame_axes`: input -> axis); None keeps all.
+Crops = dict[str, dict[int, int]]  # input name -> {axis: the leading size kept}
+
+
+def crop_feeds(feeds: list[Feeds], crops: Crops) -> list[Feeds]:
+    """Every input cropped to the leading `size` entries of each axis `crops` names for it (others untouched).
 
     For the tools' own calibration pass only, whose ranges ours replace: ModelOpt and quantize_static record
     every tensor of the graph at once, which at 16 frames of 32x32 latents exceeds 24 GiB.
     """
-    if frames is None:
-        return list(feeds)
-    return [
-        {
-            name: np.take(value, np.arange(min(frames, value.shape[frame_axes[name]])), axis=frame_axes[name]) if name in frame_axes else value
-            for name, value in feed.items()
-        }
-        for feed in feeds
-    ]
+    out = []
+    for feed in feeds:
+        cropped = dict(feed)
+        for name, axes in crops.items():
+            for axis, size in axes.items():
+                cropped[name] = np.take(cropped[name], np.arange(min(size, cropped[name].shape[axis])), axis=axis)
+        out.append(cropped)
+    return out
 
 
-def tool_feeds(data: str, samples: int, frame_axes: dict[str, int] | None, tool_frames: int | None) -> list[Feeds]:
-    """The first `samples` captured calls in `data`, cropped for a tool's own calibration pass (see crop_frames)."""
+def tool_feeds(data: str, samples: int, crops: Crops | None) -> list[Feeds]:
+    """The first `samples` captured calls in `data`, cropped for a tool's own calibration pass (see crop_feeds)."""
     from t2vtrt.calibration.capture import Capture
 
-    return crop_frames(Capture.load(Path(data)).feeds[:samples], frame_axes or {}, tool_frames)
+    return crop_feeds(Capture.load(Path(data)).feeds[:samples], crops or {})
 
 
 class FeedReader(CalibrationDataReader):

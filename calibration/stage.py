@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +43,7 @@ from t2vtrt.calibration.ranges import (
     scales,
 )
 from t2vtrt.calibration.reference import onnx_manifest
-from t2vtrt.calibration.settings import Budget, load_budget
+from t2vtrt.calibration.settings import Budget, Generation, budget_from_json, load_budget, load_named_budget
 from t2vtrt.calibration.sweep import decide, make_measure, measure_groups
 from t2vtrt.calibration.u8s8 import u8s8_ranges
 from t2vtrt.runtime.errors import T2VError
@@ -69,6 +70,17 @@ def _model(paths: ArtifactPaths) -> tuple[str, Any]:
     return info["model"]["name"], get_family(info["model"]["family"])
 
 
+def model_budget(paths: ArtifactPaths, name: str | None = None) -> Budget:
+    """The model's calibration budget: its own entry over the size tier its denoiser's weights reach, or entry `name`."""
+    from t2vtrt.build.graphfiles import data_path
+
+    if name is not None:
+        return load_named_budget(name)
+    graph = paths.onnx("denoiser", "opt")
+    data = data_path(graph)
+    return load_budget(_model(paths)[0], graph.stat().st_size + (data.stat().st_size if data.is_file() else 0))
+
+
 def _graphs_sha(paths: ArtifactPaths) -> str:
     """One hash over the graphs a capture runs (text encoder + denoiser)."""
     digest = hashlib.sha256()
@@ -86,12 +98,13 @@ def ensure_capture(
     seed: int,
     on_event: Event | None = None,
     prompt_file: str | None = None,
+    generation: Generation | None = None,
 ) -> Capture:
     """The capture at `target`, reused when made from the same prompts, graphs and settings, else made."""
     from t2vtrt.runtime.pipeline import Pipeline
 
     prompts = load_prompts(which, limit, prompt_file)
-    manifest = onnx_manifest(paths)
+    manifest = onnx_manifest(paths, generation=generation)
     wanted = {
         "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
         "graphs_sha256": _graphs_sha(paths),
@@ -110,22 +123,24 @@ def ensure_capture(
         except T2VError:
             pass  # unreadable or empty: capture again
     pipe = Pipeline(manifest, precision="fp32")
-    made = capture(pipe, prompts, samples, seed, on_prompt=lambda i: _emit(on_event, phase, i + 1, len(prompts)))
+    made = capture(pipe, prompts, samples, seed, on_step=lambda done, total: _emit(on_event, phase, done, total))
     pipe.close()
     made.meta.update(wanted)
     made.save(target)
     return made
 
 
-def frame_axes(paths: ArtifactPaths) -> dict[str, int]:
-    """Denoiser input name -> index of its "frames" axis, from the export record."""
+def tool_crops(paths: ArtifactPaths, budget: Budget) -> dict[str, dict[int, int]]:
+    """Per denoiser input, axis -> the size the tools' own calibration pass keeps (tool_frames, tool_latent)."""
+    sizes = {"frames": budget.tool_frames, "latent_height": budget.tool_latent, "latent_width": budget.tool_latent}
     inputs = read_export_info(paths)["components"]["denoiser"]["inputs"]
-    return {i["name"]: i["shape"].index("frames") for i in inputs if "frames" in i["shape"]}
+    crops = {i["name"]: {axis: sizes[d] for axis, d in enumerate(i["shape"]) if isinstance(d, str) and sizes.get(d)} for i in inputs}
+    return {name: axes for name, axes in crops.items() if axes}
 
 
 def _tool_feeds(paths: ArtifactPaths, budget: Budget) -> dict[str, Any]:
     """What a ModelOpt / quantize_static child loads for the tool's own calibration pass (its ranges are replaced)."""
-    return {"samples": budget.tool_samples, "frame_axes": frame_axes(paths), "tool_frames": budget.tool_frames}
+    return {"samples": budget.tool_samples, "crops": tool_crops(paths, budget)}
 
 
 def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Event | None) -> Any:
@@ -169,6 +184,7 @@ def _calibrate_ranges(
         "tensors": _digest(tensors),
         "num_bins": budget.num_bins,
         "num_quantized_bins": budget.num_quantized_bins,
+        "hist_values": budget.hist_values,
         "fields": RANGE_FIELDS,
     }
     try:
@@ -183,11 +199,9 @@ def _calibrate_ranges(
             budget.num_bins,
             budget.num_quantized_bins,
             budget.stats_batch,
-            budget.stats_tensors,
-            on_pass=lambda p: _emit(on_event, "ranges", 1 if p == "min/max" else 2, 2),
-            chunk_bytes=None if budget.stats_mib is None else budget.stats_mib * 2**20,
+            on_run=lambda done, total: _emit(on_event, "ranges", done, total),
+            hist_values=budget.hist_values,
         )
-    _emit(on_event, "ranges", 2, 2)
     summary = {
         "inputs": inputs,
         "method": method,
@@ -245,15 +259,26 @@ def run_calibrate(
     start = time.perf_counter()
     cp = CalibPaths(paths)
     name, family = _model(paths)
-    budget, limits = budget or load_budget(name), load_thresholds(name)
+    budget, limits = budget or model_budget(paths), load_thresholds(name)
     method = method or budget.method
     source = load_graph(cp.source)
     hand = load_plan(plan_file) if plan_file else None
     if hand:
         check_plan_nodes(hand, {n.name for n in source.graph.node}, str(cp.source))  # before the slow part
-    calib = ensure_capture(paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event, budget.prompt_file("calibration"))
+    generation = budget.generation()
+    calib = ensure_capture(
+        paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event, budget.prompt_file("calibration"), generation
+    )
     evals = ensure_capture(
-        paths, cp.eval_data, "eval", budget.eval_prompts, budget.eval_samples, budget.seed + EVAL_SEED_OFFSET, on_event, budget.prompt_file("eval")
+        paths,
+        cp.eval_data,
+        "eval",
+        budget.eval_prompts,
+        budget.eval_samples,
+        budget.seed + EVAL_SEED_OFFSET,
+        on_event,
+        budget.prompt_file("eval"),
+        generation,
     )
     layout = _layout(paths, cp, budget, on_event)
     ranges, calibration = _calibrate_ranges(cp, source, layout, calib, budget, method, trt_version, on_event)
@@ -268,6 +293,7 @@ def run_calibrate(
         "calibration": calibration,
         "target": limits.plan_target().__dict__,
         "sweep_samples": min(budget.sweep_samples, len(evals.feeds)),
+        "budget": asdict(budget),  # quantize's gate generates and judges with the same budget
     }
     totals = {"fp16_groups": sum(g.decision == "fp16" for g in groups), "int8_groups": sum(g.decision == "int8" for g in groups)}
     save_plan(cp.plan, plan_json(groups, header, {**result, **totals, "seconds": seconds}))
@@ -302,13 +328,19 @@ def _quantize_all(
 def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Budget, limits: Thresholds, on_event: Event | None) -> list[Verdict]:
     """Judge the ONNX-Runtime-runnable variants (never the FP16 Q/DQ graph: ORT CPU truncates FP16 in QuantizeLinear)."""
     reference = run_first_output(session(CalibPaths(paths).source), evals.feeds)
-    cases = reference_videos(paths, load_prompts("eval", budget.video_prompts, budget.prompt_file("eval")), budget.video_seeds)
+    generation = budget.generation()
+    cases = reference_videos(paths, load_prompts("eval", budget.video_prompts, budget.prompt_file("eval")), budget.video_seeds, generation)
     _emit(on_event, "gate", 1, 3)
     verdicts = []
     for index, (variant, precision) in enumerate((("int8-qdq", "int8-qdq"), ("u8s8", "int8"))):
-        verdicts.append(judge(paths, variant, out[variant], precision, evals.feeds, reference, cases, limits, budget.adherence))
+        verdicts.append(judge(paths, variant, out[variant], precision, evals.feeds, reference, cases, limits, budget.adherence, generation))
         _emit(on_event, "gate", index + 2, 3)
     return verdicts
+
+
+def _plan_budget(plan: dict[str, Any]) -> Budget | None:
+    """The budget the calibrate stage ran with, as its plan records it (None for a plan without one)."""
+    return budget_from_json(plan["budget"]) if isinstance(plan.get("budget"), dict) else None
 
 
 def _install(files: list[Path], onnx_dir: Path) -> None:
@@ -324,8 +356,8 @@ def run_quantize(
     start = time.perf_counter()
     cp = CalibPaths(paths)
     name, _ = _model(paths)
-    budget, limits = budget or load_budget(name), load_thresholds(name)
     plan = load_plan(cp.plan)
+    budget, limits = budget or _plan_budget(plan) or model_budget(paths), load_thresholds(name)
     check_plan_nodes(plan, {n.name for n in load_graph(cp.source).graph.node}, str(cp.source))
     excluded = fp16_nodes(plan)
     ranges, meta = load_ranges(cp.ranges)

@@ -11,19 +11,26 @@ from typing import Any, Callable
 
 import numpy as np
 
-from t2vtrt.calibration.gate import Thresholds, denoiser_failures, evaluate_denoiser
+from t2vtrt.calibration.gate import Thresholds, denoiser_failures
+from t2vtrt.calibration.graphs import batches, session
 from t2vtrt.calibration.groups import Group
-from t2vtrt.calibration.qdq import strip_qdq
+from t2vtrt.calibration.metrics import denoiser_metrics
+from t2vtrt.calibration.qdq import switchable
 from t2vtrt.runtime.backends import Feeds
 
 Measure = Callable[[set[str]], dict[str, float]]
 
 
 def make_measure(all_quantized: Any, quantized: list[str], feeds: list[Feeds], reference: np.ndarray) -> Measure:
-    """measure(int8 nodes) -> metrics of the graph where only those nodes read Q/DQ'd tensors."""
+    """measure(int8 nodes) -> metrics of the graph where only those nodes read Q/DQ'd tensors (one session for all)."""
+    graph, flags = switchable(all_quantized, quantized)
+    sess = session(graph)
+    output = sess.get_outputs()[0].name
+    runs = batches(feeds, 8)
 
     def measure(int8_nodes: set[str]) -> dict[str, float]:
-        return evaluate_denoiser(strip_qdq(all_quantized, set(quantized) - int8_nodes), feeds, reference)
+        switches = {flag: np.array(node in int8_nodes) for node, flag in flags.items()}
+        return denoiser_metrics(np.concatenate([sess.run([output], {**run, **switches})[0] for run in runs]), reference)
 
     return measure
 

@@ -58,8 +58,7 @@ def quantize_u8s8(
     samples: int,
     ranges: dict[str, list[float]],
     nodes_to_exclude: list[str],
-    frame_axes: dict[str, int] | None = None,
-    tool_frames: int | None = None,
+    crops: dict[str, dict[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Quantize `source` into `output` (atomic); `ranges` maps tensor -> [rmin, rmax]."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -69,7 +68,7 @@ def quantize_u8s8(
     from t2vtrt.calibration.reader import FeedReader, tool_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
-    feeds = tool_feeds(data, samples, frame_axes, tool_frames)
+    feeds = tool_feeds(data, samples, crops)
     float_matmuls = activation_matmuls(load_graph(Path(source)))
     overrides = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
     with tempfile.TemporaryDirectory(prefix="t2vtrt-u8s8.") as tmp:

@@ -314,6 +314,12 @@ def _gate_exit(what: str, passed: bool, failures: list[str], where: Path) -> Non
 @click.option("--samples", type=int, default=None, help="Denoiser calls to capture (default: calibration/budgets.json).")
 @click.option("--seed", type=int, default=None, help="Seed of the captured runs (default: calibration/budgets.json).")
 @click.option("--trt-version", default=None, help="TensorRT version written in the calibration cache header (default: installed, else 10.13.0).")
+@click.option(
+    "--budget",
+    "budget_name",
+    default=None,
+    help="A calibration/budgets.json entry to use (e.g. large) instead of the model's own or its size tier's; quantize's gate uses it too.",
+)
 @click.pass_context
 def calibrate(
     ctx: click.Context,
@@ -324,11 +330,12 @@ def calibrate(
     samples: int | None,
     seed: int | None,
     trt_version: str | None,
+    budget_name: str | None,
 ) -> None:
     """Capture denoiser inputs, calibrate INT8 scales, decide FP16 fallbacks (calib/: denoiser.npz, denoiser.cache, precision_plan.json)."""
     from t2vtrt.build import stages
 
-    done = stages.calibrate(model, artifacts, ctx.obj["quiet"], plan_file, method, samples, seed, trt_version)
+    done = stages.calibrate(model, artifacts, ctx.obj["quiet"], plan_file, method, samples, seed, trt_version, budget_name)
     click.echo(stages.calibrate_line(done))
 
 

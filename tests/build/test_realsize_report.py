@@ -16,11 +16,11 @@ import synthetic_artifacts as synthetic  # tests/support (pytest pythonpath)
 
 
 def test_stages_run_in_build_order_with_and_without_int8(tmp_path: Path) -> None:
-    """export, surgery, [calibrate], cpu engines, then each GPU's dry-run plan, resident and --low-vram."""
+    """export, surgery, [calibrate, quantize], cpu engines, then each GPU's dry-run plan, resident and --low-vram."""
     with_int8 = [name for name, _ in rr.stage_commands(tmp_path / "m", tmp_path / "a", True, ("rtx3060",))]
-    assert with_int8 == ["export", "surgery", "calibrate", "engines cpu", "plan rtx3060", "plan rtx3060 --low-vram"]
+    assert with_int8 == ["export", "surgery", "calibrate", "quantize", "engines cpu", "plan rtx3060", "plan rtx3060 --low-vram"]
     without = rr.stage_commands(tmp_path / "m", tmp_path / "a", False, ("rtx4060",))
-    assert "calibrate" not in [name for name, _ in without]
+    assert not {"calibrate", "quantize"} & {name for name, _ in without}
     assert without[-1][1][-3:] == ["rtx4060", "--dry-run", "--low-vram"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from t2vtrt.calibration.capture import Capture, select_steps
 from t2vtrt.calibration.prompts import PROMPT_FILES, load_prompts, read_prompts
-from t2vtrt.calibration.reader import crop_frames
+from t2vtrt.calibration.reader import crop_feeds
 from t2vtrt.calibration.settings import BUDGETS_FILE, load_budget
 from t2vtrt.runtime.errors import T2VError
 
@@ -57,20 +57,37 @@ def test_tool_frames_below_two_are_refused(tmp_path: Path) -> None:
     default = json.loads(BUDGETS_FILE.read_text())["default"]
     path.write_text(json.dumps({"default": {**default, "tool_frames": 1}}))
     with pytest.raises(T2VError, match="tool_frames"):
-        load_budget("tiny", path)
+        load_budget("tiny", path=path)
     assert load_budget("bench").tool_frames == 2 and load_budget("some-checkpoint").tool_frames is None
 
 
-def test_crop_frames_keeps_the_first_frames_of_inputs_with_a_frames_axis() -> None:
-    """sample (B, C, F, h, w) loses frames; inputs without a frames axis pass through untouched."""
-    sample = np.arange(2 * 3 * 5 * 2 * 2, dtype=np.float32).reshape(2, 3, 5, 2, 2)
+def test_crop_feeds_keeps_the_leading_entries_of_the_named_axes() -> None:
+    """sample (B, C, F, h, w) loses frames and latent rows/columns; inputs without crops pass through untouched."""
+    sample = np.arange(2 * 3 * 5 * 4 * 4, dtype=np.float32).reshape(2, 3, 5, 4, 4)
     context = np.ones((2, 7, 4), np.float32)
     feeds = [{"sample": sample, "encoder_hidden_states": context}]
-    cropped = crop_frames(feeds, {"sample": 2}, 2)[0]
-    assert cropped["sample"].shape == (2, 3, 2, 2, 2) and np.array_equal(cropped["sample"], sample[:, :, :2])
+    cropped = crop_feeds(feeds, {"sample": {2: 2, 3: 3, 4: 3}})[0]
+    assert cropped["sample"].shape == (2, 3, 2, 3, 3) and np.array_equal(cropped["sample"], sample[:, :, :2, :3, :3])
     assert cropped["encoder_hidden_states"] is context
-    assert crop_frames(feeds, {"sample": 2}, 9)[0]["sample"].shape == sample.shape  # fewer frames than asked: all
-    assert crop_frames(feeds, {"sample": 2}, None)[0]["sample"] is sample
+    assert crop_feeds(feeds, {"sample": {2: 9}})[0]["sample"].shape == sample.shape  # fewer frames than asked: all
+    assert crop_feeds(feeds, {})[0]["sample"] is sample
+
+
+def test_tool_crops_name_the_frames_and_latent_axes(tmp_path: Path) -> None:
+    """The budget's tool_frames / tool_latent land on the denoiser inputs' frames / latent_height / latent_width axes."""
+    from t2vtrt.build.artifacts import ArtifactPaths
+    from t2vtrt.calibration.stage import tool_crops
+
+    paths = ArtifactPaths(tmp_path)
+    paths.onnx_dir.mkdir(parents=True)
+    inputs = [
+        {"name": "sample", "shape": ["batch", 4, "frames", "latent_height", "latent_width"]},
+        {"name": "timestep", "shape": ["batch"]},
+    ]
+    paths.export_info.write_text(json.dumps({"components": {"denoiser": {"inputs": inputs}}}))
+    budget = load_budget("tiny").with_overrides(tool_frames=2, tool_latent=8)
+    assert tool_crops(paths, budget) == {"sample": {2: 2, 3: 8, 4: 8}}
+    assert tool_crops(paths, load_budget("some-checkpoint")) == {}
 
 
 def test_bad_budget_file(tmp_path: Path) -> None:
@@ -78,7 +95,7 @@ def test_bad_budget_file(tmp_path: Path) -> None:
     path = tmp_path / "b.json"
     path.write_text(json.dumps({"default": {"samples": 1, "bogus": 2}}))
     with pytest.raises(T2VError, match="bogus"):
-        load_budget("tiny", path)
+        load_budget("tiny", path=path)
 
 
 @pytest.mark.parametrize("prompts, steps, samples", [(16, 10, 64), (4, 10, 16), (68, 25, 128), (3, 5, 100)])
@@ -138,3 +155,49 @@ def test_missing_empty_and_corrupt_capture(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(T2VError, match="not a readable .npz"):
         Capture.load(tmp_path / "bad.npz")
+
+
+def test_size_tiers_and_generation_settings(tmp_path: Path) -> None:
+    """A denoiser past a tier's size takes that tier's entry; the model's own entry still wins; bad values name themselves."""
+    path = tmp_path / "b.json"
+    default = json.loads(BUDGETS_FILE.read_text())["default"]
+    tiers = [{"budget": "big", "from_denoiser_mib": 100}, {"budget": "huge", "from_denoiser_mib": 1000}]
+    data = {
+        "default": default,
+        "size_tiers": tiers,
+        "big": {"samples": 8, "frames": "min", "steps": 6},
+        "huge": {"samples": 4},
+        "mine": {"samples": 2},
+    }
+    path.write_text(json.dumps(data))
+    assert load_budget("x", 99 << 20, path).samples == default["samples"]
+    big = load_budget("x", 100 << 20, path)
+    assert big.samples == 8 and big.generation() == {"frames": "min", "steps": 6}
+    assert load_budget("x", 5000 << 20, path).samples == 4 and load_budget("mine", 5000 << 20, path).samples == 2
+    assert load_budget("x", 0, path).generation() == {}
+    for key, bad in (("steps", "min"), ("frames", 0), ("height", "max")):
+        path.write_text(json.dumps({**data, "mine": {key: bad}}))
+        with pytest.raises(T2VError, match=f"{key} for 'mine'"):
+            load_budget("mine", 0, path)
+
+
+def test_shipped_large_tier_calibrates_at_the_profile_minimum() -> None:
+    """The shipped budgets: a real-size denoiser (GiBs of weights) gets the reduced tier, embedded models never."""
+    data = json.loads(BUDGETS_FILE.read_text())
+    smallest = min(t["from_denoiser_mib"] for t in data["size_tiers"])
+    large = load_budget("some-checkpoint", smallest << 20)
+    assert large.generation()["frames"] == "min" and large.samples < load_budget("some-checkpoint").samples
+    assert load_budget("shapes", smallest << 20).samples == load_budget("shapes").samples
+
+
+def test_named_budgets_and_the_plan_record() -> None:
+    """--budget NAME takes that entry over the defaults; a plan's asdict() record round-trips; unknown names are listed."""
+    from dataclasses import asdict
+
+    from t2vtrt.calibration.settings import budget_from_json, budget_names, load_named_budget
+
+    large = load_named_budget("large")
+    assert large == load_budget("large") and "large" in budget_names() and "size_tiers" not in budget_names()
+    assert budget_from_json(json.loads(json.dumps(asdict(large)))) == large
+    with pytest.raises(T2VError, match="choose one of .*large"):
+        load_named_budget("huge")

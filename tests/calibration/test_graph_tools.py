@@ -159,3 +159,56 @@ def test_strip_qdq_dequantizes_a_stored_integer_tensor() -> None:
     values = {t.name: numpy_helper.to_array(t) for t in stripped.graph.initializer}
     np.testing.assert_array_equal(values[add.input[1]], np.array([1.5, -1.0], np.float32))
     assert [n.op_type for n in stripped.graph.node] == ["Add"]
+
+
+def _two_conv_qdq_graph() -> onnx.ModelProto:
+    """x -Q/DQ-> conv_a (W_a -Q/DQ->) -> h -Q/DQ-> conv_b (stored int8 W_b -DQ->) -> y."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "W_a"),
+        numpy_helper.from_array(rng.integers(-127, 128, (2, 3, 1, 1)).astype(np.int8), "W_b_q"),
+        numpy_helper.from_array(np.float32(0.05), "s"),
+        numpy_helper.from_array(np.int8(0), "zp"),
+        numpy_helper.from_array(np.float32(0.01), "w_s"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["x_q"], name="x_Q"),
+        helper.make_node("DequantizeLinear", ["x_q", "s", "zp"], ["x_dq"], name="x_DQ"),
+        helper.make_node("QuantizeLinear", ["W_a", "w_s", "zp"], ["W_a_q"], name="W_a_Q"),
+        helper.make_node("DequantizeLinear", ["W_a_q", "w_s", "zp"], ["W_a_dq"], name="W_a_DQ"),
+        helper.make_node("Conv", ["x_dq", "W_a_dq"], ["h"], name="conv_a"),
+        helper.make_node("QuantizeLinear", ["h", "s", "zp"], ["h_q"], name="h_Q"),
+        helper.make_node("DequantizeLinear", ["h_q", "s", "zp"], ["h_dq"], name="h_DQ"),
+        helper.make_node("DequantizeLinear", ["W_b_q", "w_s", "zp"], ["W_b_dq"], name="W_b_DQ"),
+        helper.make_node("Conv", ["h_dq", "W_b_dq"], ["y"], name="conv_b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_switchable_graph_equals_stripping_for_every_int8_set() -> None:
+    """Flags select, per node, exactly what strip_qdq leaves: one graph reproduces every subset's output."""
+    import onnxruntime as ort
+
+    def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no fusions: the values themselves
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(["y"], feeds)[0]
+
+    model = _two_conv_qdq_graph()
+    x = np.random.default_rng(1).standard_normal((1, 2, 3, 3)).astype(np.float32) * 3
+    graph, flags = qdq.switchable(model, ["conv_a", "conv_b"])
+    onnx.checker.check_model(graph)
+    assert set(flags) == {"conv_a", "conv_b"}
+    outputs = []
+    for int8 in (set(), {"conv_a"}, {"conv_b"}, {"conv_a", "conv_b"}):
+        switches = {flag: np.array(node in int8) for node, flag in flags.items()}
+        outputs.append(run(graph, {"x": x, **switches}))
+        np.testing.assert_array_equal(outputs[-1], run(qdq.strip_qdq(model, {"conv_a", "conv_b"} - int8), {"x": x}))
+    assert not np.array_equal(outputs[0], outputs[-1])  # the flags do change the output

@@ -24,6 +24,7 @@ from t2vtrt.calibration.paths import CalibPaths
 from t2vtrt.calibration.plan import fp16_nodes, load_plan
 from t2vtrt.calibration.prompts import load_prompts
 from t2vtrt.calibration.ranges import collect_ranges, load_ranges, scales
+from t2vtrt.calibration.settings import load_budget
 from t2vtrt.calibration.u8s8 import activation_matmuls
 from t2vtrt.runtime.errors import T2VError
 
@@ -138,6 +139,17 @@ def test_gate_passes_with_margin(calibrated) -> None:  # type: ignore[no-untyped
         assert verdict["video"]["psnr_db_min"] >= limits.video_psnr_min_db + 1.0
 
 
+def test_quantize_gates_with_the_budget_calibration_used(calibrated) -> None:  # type: ignore[no-untyped-def]
+    """The plan records calibrate's budget; quantize without one takes it (not the model's default entry)."""
+    from t2vtrt.calibration.settings import budget_from_json
+    from t2vtrt.calibration.stage import _plan_budget
+
+    paths, _, _ = calibrated
+    plan = load_plan(CalibPaths(paths).plan)
+    assert budget_from_json(plan["budget"]) == small_budget() != load_budget("tiny")
+    assert _plan_budget(plan) == small_budget() and _plan_budget({"groups": []}) is None
+
+
 def test_bad_plans_fail_the_gate(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Scales x8 fail the gate the build passes; no FP16 fallback fails it without a step schedule, and needs one
     at least as long as the calibrated graph's (entropy ranges, the clipping that hurts most)."""
@@ -169,7 +181,11 @@ def test_calibration_is_deterministic(calibrated) -> None:  # type: ignore[no-un
     paths, _, _ = calibrated
     cp = CalibPaths(paths)
     pipe = onnx_pipeline(paths)
-    first, second = (capture(pipe, load_prompts("calibration", 1), 3, seed=7) for _ in range(2))
+    steps: list[tuple[int, int]] = []
+    first = capture(pipe, load_prompts("calibration", 1), 3, seed=7, on_step=lambda done, total: steps.append((done, total)))
+    second = capture(pipe, load_prompts("calibration", 1), 3, seed=7)
+    total = pipe.manifest.data["defaults"]["steps"]
+    assert steps == [(i, total) for i in range(total + 1)]  # progress from step 0, once per sampler step
     assert first.meta == second.meta and len(first.feeds) == 3
     for a, b in zip(first.feeds, second.feeds):
         assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -177,38 +193,6 @@ def test_calibration_is_deterministic(calibrated) -> None:  # type: ignore[no-un
     tensors = list(qdq.activation_quantizers(load_graph(cp.layout)))[:40]
     one, two = (collect_ranges(source, tensors, feeds) for _ in range(2))
     assert scales(one, "entropy") == scales(two, "entropy")
-
-
-def test_byte_bounded_range_runs_give_the_same_ranges(calibrated) -> None:  # type: ignore[no-untyped-def]
-    """Range runs split to hold at most a few KiB of values each see every tensor once: the ranges equal one run's."""
-    from t2vtrt.build.engines.graph_memory import tensor_sizes
-    from t2vtrt.calibration.graphs import batches
-    from t2vtrt.calibration.ranges import tensor_chunks
-
-    paths, _, _ = calibrated
-    cp = CalibPaths(paths)
-    source, feeds = load_graph(cp.source), Capture.load(cp.data).feeds[:2]
-    inputs = {i.name for i in source.graph.input}
-    tensors = [t for t in qdq.activation_quantizers(load_graph(cp.layout)) if t not in inputs][:40]
-    sizes = tensor_sizes(source, {k: v.shape for k, v in batches(feeds, 8)[0].items()})
-    budget = 3 * max(sizes[t] or 0 for t in tensors)
-    chunks = tensor_chunks(tensors, sizes, budget, 100_000)
-    assert len(chunks) > 1 and [t for c in chunks for t in c] == tensors
-    assert all(sum(sizes[t] or 0 for t in c) <= budget for c in chunks if len(c) > 1)
-    whole, split = collect_ranges(source, tensors, feeds), collect_ranges(source, tensors, feeds, chunk_bytes=budget)
-    for t in tensors:
-        assert whole[t].absmax == pytest.approx(split[t].absmax, rel=1e-5)
-        assert whole[t].mse_amax == pytest.approx(split[t].mse_amax, rel=1e-3)
-
-
-def test_tensor_chunks_bound_count_and_bytes() -> None:
-    """Count and byte bounds both cut a run; an unknown size counts as the largest known; an oversized tensor runs alone."""
-    from t2vtrt.calibration.ranges import tensor_chunks
-
-    sizes = {"a": 10, "b": 10, "c": 50, "d": None, "e": 5}
-    assert tensor_chunks(list("abcde"), sizes, 25, 100) == [["a", "b"], ["c"], ["d"], ["e"]]
-    assert tensor_chunks(list("abcde"), sizes, None, 2) == [["a", "b"], ["c", "d"], ["e"]]
-    assert tensor_chunks([], sizes, 25, 100) == []
 
 
 def test_hand_edited_plan(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
