@@ -80,7 +80,13 @@ def engines(
     """Build the target directory: engines/<target>/ with manifest.json."""
     from t2vtrt.build import stages
     from t2vtrt.build.engines import resolve_target
+    from t2vtrt.build.wan_realsize import is_config_only
 
+    if is_config_only(Path(model).expanduser()):  # a wan directory without weights: planned from its configs alone
+        from t2vtrt.build.engines.config_plan import run_config_plan
+
+        click.echo(str(run_config_plan(model, artifacts, resolve_target(gpu), dry_run, low_vram)))
+        return
     stages.built_paths(model, artifacts)  # an unbuilt model is refused before the GPU is probed
     manifest = stages.engines(model, artifacts, resolve_target(gpu), ctx.obj["quiet"], dry_run, low_vram, version_compatible, hardware_compat)
     click.echo(str(manifest))

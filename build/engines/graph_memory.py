@@ -153,9 +153,14 @@ def _with_input_shapes(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
 
 
 def _infer(model: Any) -> Any:
-    """Shape-inferred model: ONNX Runtime's symbolic inference (resolves reshapes), else onnx's."""
+    """Shape-inferred model: ONNX Runtime's symbolic inference (resolves reshapes), else onnx's.
+
+    Shape arithmetic is folded to constants first (see fold_shape_values): dynamo graphs compute RoPE grids
+    and reshape targets from Shape nodes, which symbolic inference asserts on (Expand) and onnx's leaves unknown.
+    """
     import onnx
 
+    model = fold_shape_values(model)
     for prepare in (lambda m: m, _flat_gathers):
         try:
             from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -164,6 +169,149 @@ def _infer(model: Any) -> Any:
         except Exception:  # noqa: BLE001, S112 - try the next way; onnx's own inference is the last resort
             continue
     return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
+# Ops evaluated on small known values when folding shape arithmetic (what exporters build shapes from).
+SHAPE_OPS = {
+    "Shape",
+    "Gather",
+    "Slice",
+    "Concat",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Range",
+    "Reshape",
+    "Equal",
+    "Where",
+    "Max",
+    "Min",
+    "Neg",
+    "Abs",
+    "ReduceProd",
+    "ConstantOfShape",
+    "Expand",
+    "Identity",
+    "Floor",
+    "Ceil",
+    "Sqrt",
+    "Mod",
+    "Less",
+    "Greater",
+    "Not",
+    "And",
+    "Or",
+    "Tile",
+    "Size",
+}
+SMALL_VALUE = 1 << 16  # elements: shape vectors and index grids, never activations
+
+
+def fold_shape_values(model: Any, rounds: int = 8) -> Any:
+    """A copy whose shape arithmetic (Shape -> Gather/Slice/Concat/...) is replaced by constants, given concrete input shapes.
+
+    Each round runs onnx shape inference, evaluates every node whose inputs are known small values (a Shape
+    node: its input's inferred shape) and turns it into a Constant; the next round then knows more shapes.
+    """
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for _ in range(rounds):
+        if not _fold_round(out, _static_shapes(onnx.shape_inference.infer_shapes(out, data_prop=True))):
+            break
+    return out
+
+
+def _static_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> its fully known shape, from an inferred model."""
+    graph = model.graph
+    out = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+            out[value.name] = tuple(int(d.dim_value) for d in tensor.shape.dim)
+    for init in graph.initializer:
+        out[init.name] = tuple(int(d) for d in init.dims)
+    return out
+
+
+def _known_values(model: Any) -> dict[str, Any]:
+    """Small tensors whose values are in the graph: inline initializers and Constant nodes."""
+    from onnx import numpy_helper
+
+    values = {}
+    for init in model.graph.initializer:
+        if init.data_location != 1 and _numel(init.dims) <= SMALL_VALUE:  # 1: EXTERNAL, left unread
+            values[init.name] = numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = next((a for a in node.attribute if a.name == "value"), None)
+            if value is not None and _numel(value.t.dims) <= SMALL_VALUE:
+                values[node.output[0]] = numpy_helper.to_array(value.t)
+    return values
+
+
+def _fold_round(model: Any, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Replace every foldable node by a Constant in place; how many were folded."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    values = _known_values(model)
+    folded = 0
+    for index, node in enumerate(model.graph.node):
+        if node.op_type == "Constant" or node.op_type not in SHAPE_OPS or len(node.output) != 1:
+            continue
+        if node.op_type == "Shape":
+            if node.input[0] not in shapes:
+                continue
+            result = _shape_of(node, shapes[node.input[0]])
+        else:
+            if not all(name in values for name in node.input if name):
+                continue
+            result = _evaluate(model, node, values)
+            if result is None or result.size > SMALL_VALUE:
+                continue
+        values[node.output[0]] = result
+        constant = helper.make_node(
+            "Constant", [], [node.output[0]], name=node.name, value=numpy_helper.from_array(np.asarray(result), node.output[0])
+        )
+        model.graph.node[index].CopyFrom(constant)
+        folded += 1
+    return folded
+
+
+def _shape_of(node: Any, shape: tuple[int, ...]) -> Any:
+    """A Shape node's value (its start/end attributes applied)."""
+    import numpy as np
+
+    attrs = {a.name: a.i for a in node.attribute}
+    return np.array(shape[attrs.get("start", 0) : attrs.get("end", len(shape)) or None], dtype=np.int64)
+
+
+def _evaluate(model: Any, node: Any, values: dict[str, Any]) -> Any:
+    """One node run by onnx's reference evaluator on known inputs; None when it cannot."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [name for name in node.input if name]
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [],
+        [helper.make_empty_tensor_value_info(node.output[0])],
+        [numpy_helper.from_array(np.asarray(values[name]), name) for name in dict.fromkeys(inputs)],
+    )
+    try:
+        single = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+        return np.asarray(ReferenceEvaluator(single).run(None, {})[0])
+    except Exception:  # noqa: BLE001 - an op the evaluator cannot run here stays unfolded; inference handles it
+        return None
 
 
 def _flat_gathers(model: Any) -> Any:
@@ -253,6 +401,12 @@ def _probability_path(softmax_out: str, consumers: dict[str, list[Any]]) -> list
 
 def activation_peak(model: Any, sizes: dict[str, int | None], skip: set[str]) -> tuple[int, int]:
     """(peak bytes of live intermediates in node order, count of unknown sizes estimated)."""
+    steps, unknown = live_timeline(model, sizes, skip)
+    return max((live for _, live in steps), default=0), unknown
+
+
+def live_timeline(model: Any, sizes: dict[str, int | None], skip: set[str]) -> tuple[list[tuple[str, int]], int]:
+    """Per node in order, (op type, bytes of intermediates live after it runs); and the count of unknown sizes estimated."""
     graph = model.graph
     outside = {v.name for v in (*graph.input, *graph.output)} | {t.name for t in graph.initializer}
     last_use: dict[str, int] = {}
@@ -260,7 +414,8 @@ def activation_peak(model: Any, sizes: dict[str, int | None], skip: set[str]) ->
         for name in node.input:
             last_use[name] = index
     live: dict[str, int] = {}
-    peak = unknown = 0
+    steps: list[tuple[str, int]] = []
+    unknown = 0
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant":
             continue  # constants are weights, counted there
@@ -272,10 +427,58 @@ def activation_peak(model: Any, sizes: dict[str, int | None], skip: set[str]) ->
                 unknown += 1
                 size = max((sizes.get(i) or 0 for i in node.input), default=0)
             live[name] = size
-        peak = max(peak, sum(live.values()))
+        steps.append((node.op_type, sum(live.values())))
         for name in [n for n in live if last_use.get(n, -1) <= index]:
             del live[name]
-    return peak, unknown
+    return steps, unknown
+
+
+# Elementwise ops TensorRT fuses into one pointwise kernel when they chain (tanh-GELU's 8 ops, RMS norm's scale).
+POINTWISE_OPS = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Tanh", "Erf", "Sigmoid",
+    "Relu", "Softplus", "Clip", "Min", "Max", "Where", "Cast",
+}  # fmt: skip
+
+
+def pointwise_internal(model: Any) -> set[str]:
+    """Tensors a pointwise op writes that only pointwise ops read: inside a fused chain, never materialised."""
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    outputs = {v.name for v in model.graph.output}
+    internal = set()
+    for node in model.graph.node:
+        if node.op_type not in POINTWISE_OPS:
+            continue
+        for name in node.output:
+            users = consumers.get(name, [])
+            if name not in outputs and users and all(op in POINTWISE_OPS for op in users):
+                internal.add(name)
+    return internal
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A graph's live-intermediate bytes after each node at one input shape (every tensor; pointwise chains fused),
+    with its I/O and fused-attention bytes."""
+
+    steps: list[tuple[str, int]]
+    fused_steps: list[tuple[str, int]]
+    io_bytes: int
+    fused: int
+    unknown: int
+
+
+def graph_timeline(path: Path, shapes: dict[str, tuple[int, ...]], skip_attention: bool) -> Timeline:
+    """The live-bytes timelines of a graph at these input shapes (attention scores left out when TensorRT fuses them)."""
+    model = graph_without_weights(path)
+    sizes = tensor_sizes(model, shapes)
+    scores = attention_scores(model) if skip_attention else set()
+    steps, unknown = live_timeline(model, sizes, scores)
+    fused_steps, _ = live_timeline(model, sizes, scores | pointwise_internal(model))
+    io = sum(sizes.get(v.name) or 0 for v in (*model.graph.input, *model.graph.output))
+    return Timeline(steps, fused_steps, io, sum(sizes.get(s) or 0 for s in scores), unknown)
 
 
 @lru_cache(maxsize=64)

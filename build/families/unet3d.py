@@ -20,6 +20,7 @@ from t2vtrt.build.families.spec import (
     ShapeRanges,
     TensorSpec,
 )
+from t2vtrt.build.families.loading import class_name, module_base, quiet_loaders
 from t2vtrt.runtime.errors import T2VError
 
 NAME = "unet3d"
@@ -82,15 +83,7 @@ LAYER_KINDS = (
 
 def detect(model_dir: Path) -> bool:
     """True when the directory holds a UNet3DConditionModel in diffusers layout."""
-    return _class_name(model_dir / "unet" / "config.json") == "UNet3DConditionModel"
-
-
-def _class_name(config: Path) -> str | None:
-    """The `_class_name` of a diffusers/transformers config, or None."""
-    try:
-        return json.loads(config.read_text()).get("_class_name")
-    except (OSError, ValueError):
-        return None
+    return class_name(model_dir / "unet" / "config.json") == "UNet3DConditionModel"
 
 
 def check_layout(model_dir: Path) -> None:
@@ -104,19 +97,9 @@ def check_layout(model_dir: Path) -> None:
             )
 
 
-def _quiet_transformers() -> None:
-    """Our own progress bars report the stages; transformers' per-shard bars are noise."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    # A missing weight file makes diffusers log (as errors) its fallbacks before it raises; our one-line error says it all.
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
-
-
 def load(model_dir: Path, work_dir: Path) -> LoadedModel:
     """Load the three components for export; write the runtime tokenizer.json into work_dir."""
-    _quiet_transformers()
+    quiet_loaders()
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextModel
 
@@ -233,13 +216,6 @@ def component_specs(cfg: dict[str, Any], ranges: ShapeRanges) -> dict[str, Compo
     }
 
 
-def _module_base() -> type:
-    """torch.nn.Module, imported late so the family registry stays importable without torch."""
-    import torch
-
-    return torch.nn.Module
-
-
 def text_encoder_graph(text_encoder: Any) -> Any:
     """input_ids (int32) -> last_hidden_state: the pooled head is unused by the UNet."""
 
@@ -270,7 +246,7 @@ def vae_decoder_graph(vae: Any) -> Any:
 
 def _wrap(model: Any, forward: Any, name: str) -> Any:
     """An nn.Module holding `model` whose forward is `forward`, in eval mode."""
-    base = _module_base()
+    base = module_base()
 
     def __init__(self, inner):  # type: ignore[no-untyped-def]
         base.__init__(self)
@@ -310,7 +286,7 @@ def create(out_dir: Path, sizes: dict[str, Any], seed: int) -> None:
 
     from t2vtrt.build.clip_tokenizer import write_clip_tokenizer
 
-    _quiet_transformers()
+    quiet_loaders()
     text, unet, vae = sizes["text_encoder"], sizes["unet"], sizes["vae"]
     torch.manual_seed(seed)
     CLIPTextModel(CLIPTextConfig(**text)).save_pretrained(out_dir / "text_encoder")

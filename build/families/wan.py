@@ -23,6 +23,7 @@ from t2vtrt.build.families.spec import (
     ShapeRanges,
     TensorSpec,
 )
+from t2vtrt.build.families.loading import class_name, module_base, quiet_loaders
 from t2vtrt.runtime.errors import T2VError
 
 NAME = "wan"
@@ -88,16 +89,7 @@ LAYER_KINDS = (
 
 def detect(model_dir: Path) -> bool:
     """True when the directory holds a WanTransformer3DModel in diffusers layout."""
-    return _class_name(model_dir / "transformer" / "config.json") == LAYOUT["transformer"]
-
-
-def _class_name(config: Path) -> str | None:
-    """The `_class_name` of a diffusers config (or transformers' `architectures[0]`), or None."""
-    try:
-        data = json.loads(config.read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("_class_name") or (data.get("architectures") or [None])[0]
+    return class_name(model_dir / "transformer" / "config.json") == LAYOUT["transformer"]
 
 
 def check_layout(model_dir: Path) -> None:
@@ -110,25 +102,16 @@ def check_layout(model_dir: Path) -> None:
             )
     configs = {"transformer": "config.json", "vae": "config.json", "text_encoder": "config.json", "scheduler": "scheduler_config.json"}
     for part, file in configs.items():
-        found = _class_name(model_dir / part / file)
+        found = class_name(model_dir / part / file)
         if found != LAYOUT[part]:
             raise T2VError(f"{model_dir / part / file} names {found!r}, not {LAYOUT[part]}: pass a diffusers WanPipeline directory")
     if not (model_dir / "tokenizer" / "tokenizer.json").is_file():
         raise T2VError(f"{model_dir / 'tokenizer'} has no tokenizer.json: save the T5 tokenizer as a fast tokenizer (save_pretrained)")
 
 
-def _quiet() -> None:
-    """Our own progress bars report the stages; transformers' per-shard bars and diffusers' fallbacks are noise."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
-
-
 def load_torch(model_dir: Path) -> dict[str, Any]:
     """The raw torch modules (transformer, vae, text_encoder) in eval mode, fp32."""
-    _quiet()
+    quiet_loaders()
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5EncoderModel
 
@@ -281,16 +264,9 @@ def _scaled_axis(axis: str, scale: int) -> str:
     return axis if scale == 1 else f"{axis}_x{scale}"
 
 
-def _module_base() -> type:
-    """torch.nn.Module, imported late so the family registry stays importable without torch."""
-    import torch
-
-    return torch.nn.Module
-
-
 def text_encoder_graph(text_encoder: Any, pad_id: int) -> Any:
     """input_ids (int32) -> last_hidden_state with padded rows zeroed, the mask made in-graph as WanPipeline does."""
-    base = _module_base()
+    base = module_base()
 
     class TextEncoderGraph(base):  # type: ignore[misc, valid-type]
         """WanPipeline._get_t5_prompt_embeds: attention mask = ids != pad, rows past the prompt set to zero."""
@@ -313,7 +289,7 @@ def denoiser_graph(transformer: Any) -> Any:
     TI2V-5B's pipeline passes a per-token timestep; for text-to-video every token carries the same value, so
     the scalar-per-sample form computes the same thing without a (batch, tokens) input.
     """
-    base = _module_base()
+    base = module_base()
 
     class DenoiserGraph(base):  # type: ignore[misc, valid-type]
         """The DiT with a flat (batch,) float timestep."""
@@ -338,7 +314,7 @@ def vae_decoder_graphs(vae: Any) -> tuple[Any, Any]:
     """
     import torch
 
-    base = _module_base()
+    base = module_base()
     z_dim = int(vae.config.z_dim)
     mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z_dim, 1, 1, 1)
@@ -468,7 +444,7 @@ def create(out_dir: Path, sizes: dict[str, Any], seed: int) -> None:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    _quiet()
+    quiet_loaders()
     seq_len = int(sizes["seq_len"])
     vocab = write_t5_tokenizer(out_dir / "tokenizer", seq_len)
     text = {**sizes["text_encoder"], "vocab_size": vocab, "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
