@@ -42,7 +42,7 @@ KEEP_FP32_OPS = ("InstanceNormalization", "LayerNormalization", "GroupNormalizat
 DATA_MAX = 512.0
 RECORD_VERSION = 1
 # Components that must skip FP16 (known FP16 overflow), per family: T5-family text encoders.
-ALWAYS_BF16: dict[str, tuple[str, ...]] = {}
+ALWAYS_BF16: dict[str, tuple[str, ...]] = {"wan": ("text_encoder",)}  # UMT5 (the TensorRT demo runs T5 in BF16)
 
 Progress = Callable[[str], None]
 
