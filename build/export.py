@@ -48,6 +48,7 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
     args = tuple(torch.from_numpy(inputs[t.name]) for t in spec.inputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape asserts traced as constants: expected
+    warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")  # torch.export's pytree deprecation, not ours
     with temp_dir(out_path) as tmp_dir:
         tmp_path = tmp_dir / out_path.name
         axes = {"dynamic_shapes": dynamo_shapes(module, spec)} if exporter == "dynamo" else {"dynamic_axes": spec.dynamic_axes()}
@@ -63,6 +64,7 @@ def export_component(module: Any, spec: ComponentSpec, out_path: Path, exporter:
                 do_constant_folding=True,
                 dynamo=exporter == "dynamo",
                 external_data=_param_bytes(module) > TWO_GB - (64 << 20),
+                verbose=False,  # the dynamo exporter's per-step lines would bury our progress in the log
                 **axes,
             )
         if exporter == "dynamo":

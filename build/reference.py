@@ -1,6 +1,6 @@
 """The diffusers PyTorch references (each family's `reference` oracle): unet3d's text-to-video loop, WanPipeline.
 
-Tests hold the runtime to it (same latents, prompt, sampler and steps) and `make bench`
+Tests and `make compare` hold the runtime to it (same latents, prompt, sampler and steps) and `make bench`
 times it. It loads the components directly (not the deprecated TextToVideoSDPipeline).
 """
 

@@ -69,6 +69,20 @@ def tiny_paths(artifacts_root: Path) -> ArtifactPaths:
 
 
 @pytest.fixture(scope="session")
+def wan_paths(artifacts_root: Path) -> ArtifactPaths:
+    """wan-tiny exported (the dynamo exporter), patched and built for the cpu target (FP32)."""
+    from t2vtrt.build.engines.cpu import build_cpu_target
+    from t2vtrt.build.export import run_export
+    from t2vtrt.build.surgery.stage import run_surgery_stage
+
+    run_export("wan-tiny", artifacts_root)
+    paths = ArtifactPaths(artifacts_root / "wan-tiny")
+    run_surgery_stage(paths)
+    build_cpu_target(paths)
+    return paths
+
+
+@pytest.fixture(scope="session")
 def tiny_engines(tiny_paths: ArtifactPaths) -> Path:
     """engines/cpu of the tiny model."""
     return tiny_paths.engines_dir("cpu")

@@ -65,18 +65,31 @@ def bench(model: str, artifacts: Path, repeats: int, steps: int | None) -> dict[
         "repeats": repeats,
         "sampler": manifest["scheduler"]["default_sampler"],
     }
-    lat = manifest["latent"]
-    shape = (1, lat["channels"], d["frames"], d["height"] // lat["spatial_factor"], d["width"] // lat["spatial_factor"])
     work = Path(tempfile.mkdtemp(prefix="t2vtrt-bench-"))
-    np.save(work / "latents.npy", np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+    np.save(work / "latents.npy", np.random.default_rng(0).standard_normal(latent_shape(manifest), dtype=np.float32))
     common = {**settings, "latents": work / "latents.npy"}
-    sides = {"diffusers": run_side("diffusers", common, model_dir=str(paths.model_dir), video_out=str(work / "diffusers.npy"))}
-    for precision in manifest["components"]["denoiser"]["variants"]:
+    # The diffusers side is the family's own oracle (Family.reference) over the weights the target was built from.
+    family, model_dir = manifest["model"]["family"], str(paths.model_dir)
+    sides = {"diffusers": run_side("diffusers", common, family=family, model_dir=model_dir, video_out=str(work / "diffusers.npy"))}
+    for precision in manifest["components"][first_denoiser(manifest)]["variants"]:
         sides[precision] = run_side("runtime", common, engines=str(engines), precision=precision, video_out=str(work / f"{precision}.npy"))
     report = summarize(model, settings, sides, work)
     report["build_stage_s"] = stage_seconds(paths)
     report["host"] = host_info()
     return report
+
+
+def latent_shape(manifest: dict[str, Any]) -> tuple[int, ...]:
+    """The initial latents (1, C, F', h, w) of the manifest's default request (F' after the VAE's temporal compression)."""
+    d, lat = manifest["defaults"], manifest["latent"]
+    factor = lat.get("temporal_factor", 1)
+    frames = (d["frames"] - 1) // factor + 1 if factor > 1 else d["frames"]
+    return (1, lat["channels"], frames, d["height"] // lat["spatial_factor"], d["width"] // lat["spatial_factor"])
+
+
+def first_denoiser(manifest: dict[str, Any]) -> str:
+    """The denoiser component whose variants are the bench's precisions (the manifest's first; `denoiser` in a v1 manifest)."""
+    return manifest.get("denoisers", [{"component": "denoiser"}])[0]["component"]
 
 
 def summarize(model: str, settings: dict[str, Any], sides: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:

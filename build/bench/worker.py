@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from t2vtrt.runtime.errors import T2VError
+
 PROMPT, NEGATIVE = "a red balloon rising over a lake", ""
 
 
@@ -54,18 +56,20 @@ def run_runtime(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
 
 
 def run_diffusers(args: argparse.Namespace) -> dict:  # type: ignore[type-arg]
-    """Time the diffusers PyTorch components on the same weights, latents, steps and shapes."""
+    """Time the family's diffusers reference (Family.reference) on the same weights, latents, steps and shapes."""
     import torch
 
-    from t2vtrt.build import reference
+    from t2vtrt.build.families import get_family
 
-    parts = reference.load_components(Path(args.model_dir))
+    oracle = get_family(args.family).reference(Path(args.model_dir))
+    if args.sampler not in oracle.SAMPLERS:
+        raise T2VError(f"the {args.family} reference has no sampler {args.sampler!r}: pass --sampler {' or '.join(oracle.SAMPLERS)}")
     latents = np.load(args.latents)
-    reference.generate(parts, PROMPT, NEGATIVE, 1, args.guidance, latents, args.sampler)  # warm-up
+    oracle.generate(PROMPT, NEGATIVE, 1, args.guidance, latents, args.sampler)  # warm-up
     times, video = [], None
     for _ in range(args.repeats):
         start = time.perf_counter()
-        _, video = reference.generate(parts, PROMPT, NEGATIVE, args.steps, args.guidance, latents, args.sampler)
+        _, video = oracle.generate(PROMPT, NEGATIVE, args.steps, args.guidance, latents, args.sampler)
         times.append(time.perf_counter() - start)
     np.save(args.video_out, video[0])
     return {"side": "diffusers", "torch_threads": torch.get_num_threads(), "total_s": float(np.median(times)), "peak_rss_mb": _peak_rss_mb()}
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("side", choices=["runtime", "diffusers"])
     parser.add_argument("--engines", type=Path)
     parser.add_argument("--model-dir")
+    parser.add_argument("--family", default="unet3d", help="the model family whose diffusers reference the diffusers side runs")
     parser.add_argument("--precision")
     parser.add_argument("--latents", required=True)
     parser.add_argument("--video-out", required=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths
+from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_path
@@ -72,11 +72,32 @@ def load_eval_set(path: str | Path | None = None) -> EvalSet:
     )
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What every side of a compare generates with: the eval set's steps, else the manifest's defaults."""
+
+    steps: int
+    guidance: float
+    sampler: str
+    frames: int
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, manifest: Manifest, eval_set: EvalSet) -> "Settings":
+        """The eval set's steps over the manifest's defaults and default sampler."""
+        d = manifest.data["defaults"]
+        steps = eval_set.steps or d["steps"]
+        return cls(int(steps), float(d["guidance"]), manifest.data["scheduler"]["default_sampler"], d["frames"], d["height"], d["width"])
+
+
 @dataclass
 class ReferenceCapture:
-    """What the reference pipeline saw and made: per component a list of feed dicts, per case a video."""
+    """What the reference pipeline saw and made: per component a list of feed dicts, per case its initial latents and video."""
 
-    inputs: dict[str, list[Feeds]] = field(default_factory=lambda: {c: [] for c in COMPONENTS})
+    settings: Settings
+    inputs: dict[str, list[Feeds]] = field(default_factory=dict)
+    latents: dict[str, np.ndarray] = field(default_factory=dict)  # case -> (1, C, F', h, w): every side starts from these
     videos: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -96,21 +117,42 @@ def reference_manifest(manifest: Manifest, paths: ArtifactPaths) -> Manifest:
 
 
 def capture_reference(manifest: Manifest, paths: ArtifactPaths, eval_set: EvalSet) -> ReferenceCapture:
-    """Run the reference pipeline on every case: record graph inputs, keep the videos."""
+    """Run the reference pipeline on every case: record every component's inputs, keep the latents and videos."""
     pipe = Pipeline(reference_manifest(manifest, paths), precision="fp32")
-    capture = ReferenceCapture()
+    settings = Settings.of(manifest, eval_set)
+    components = list(manifest.data["components"])
+    denoisers = {name for name, _ in manifest.denoisers}  # called once per step: only a spread of their calls is kept
+    capture = ReferenceCapture(settings, {c: [] for c in components})
     try:
         for key, prompt, seed in eval_set.cases():
-            recorded: dict[str, list[Feeds]] = {c: [] for c in COMPONENTS}
+            # The seed's latents as the runtime draws them, passed explicitly so every side (variants, diffusers) shares them.
+            shape = pipe.latent_shape(1, settings.frames, settings.height, settings.width)
+            capture.latents[key] = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+            recorded: dict[str, list[Feeds]] = {c: [] for c in components}
             with pipe.recording(_keep_into(recorded)):
-                capture.videos[key] = pipe(prompt, negative_prompt=eval_set.negative_prompt, steps=eval_set.steps, seed=seed)
-            denoiser = recorded["denoiser"]
-            capture.inputs["text_encoder"] += recorded["text_encoder"]
-            capture.inputs["denoiser"] += [denoiser[i] for i in _spread(len(denoiser), eval_set.denoiser_samples)]
-            capture.inputs["vae_decoder"] += recorded["vae_decoder"]
+                capture.videos[key] = generate_one(pipe, prompt, eval_set, settings, capture.latents[key])
+            for component, calls in recorded.items():
+                kept = _spread(len(calls), eval_set.denoiser_samples) if component in denoisers else range(len(calls))
+                capture.inputs[component] += [calls[i] for i in kept]
     finally:
         pipe.close()
     return capture
+
+
+def generate_one(pipe: Pipeline, prompt: str, eval_set: EvalSet, settings: Settings, latents: np.ndarray) -> np.ndarray:
+    """One case's uint8 (F, H, W, 3) video at the compare's settings from the case's latents."""
+    s = settings
+    return pipe(
+        prompt,
+        negative_prompt=eval_set.negative_prompt,
+        steps=s.steps,
+        guidance=s.guidance,
+        frames=s.frames,
+        height=s.height,
+        width=s.width,
+        sampler=s.sampler,
+        latents=latents,
+    )
 
 
 def _keep_into(recorded: dict[str, list[Feeds]]) -> EngineCallHook:
@@ -127,13 +169,11 @@ def _spread(count: int, samples: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, count - 1, min(samples, count))})
 
 
-def generate_videos(target_dir: Path, precision: str, eval_set: EvalSet) -> dict[str, np.ndarray]:
-    """The target's own pipeline at one precision (components without it fall back to fp32), per case."""
+def generate_videos(target_dir: Path, precision: str, eval_set: EvalSet, capture: ReferenceCapture) -> dict[str, np.ndarray]:
+    """The target's own pipeline at one precision (components without it fall back to fp32), per case, from its latents."""
     pipe = Pipeline.from_dir(target_dir, precision=precision, verify_hashes=False)  # compare verified them already
     try:
-        return {
-            key: pipe(prompt, negative_prompt=eval_set.negative_prompt, steps=eval_set.steps, seed=seed) for key, prompt, seed in eval_set.cases()
-        }
+        return {key: generate_one(pipe, prompt, eval_set, capture.settings, capture.latents[key]) for key, prompt, _ in eval_set.cases()}
     finally:
         pipe.close()
 

@@ -38,6 +38,7 @@ def markdown(report: dict[str, Any], checks: list[Check]) -> str:
     ]
     lines += _graph_table(checks)
     lines += _video_table(checks, report["eval"])
+    lines += _diffusers_table(checks, report["model"].get("family", "?"))
     lines += adherence_rows(checks)
     lines += _golden_section(report["golden"], checks)
     if report["skipped"]:
@@ -83,6 +84,22 @@ def _video_table(checks: list[Check], eval_set: dict[str, Any]) -> list[str]:
         "",
         "| precision | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |" + extra_head,
         "|---|---|---|---|---|---|---|" + ("---|---|" if objects else ""),
+    ]
+    for check in rows:
+        out += _video_rows(check, check.precision)
+    return out + [""]
+
+
+def _diffusers_table(checks: list[Check], family: str) -> list[str]:
+    """One row per precision and case: its video vs the family's diffusers pipeline on the same latents."""
+    rows = [c for c in checks if c.kind == "diffusers-video" and c.metrics]
+    if not rows:
+        return []
+    out = [
+        f"## Videos vs diffusers: each precision vs the {family} family's diffusers pipeline (same weights, prompts, latents; per frame)",
+        "",
+        "| precision | case | status | PSNR min dB | PSNR mean dB | SSIM min | SSIM mean |",
+        "|---|---|---|---|---|---|---|",
     ]
     for check in rows:
         out += _video_rows(check, check.precision)

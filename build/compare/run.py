@@ -19,6 +19,7 @@ class CompareRun:
     checks: list[Check] = field(default_factory=list)
     reference_videos: dict[str, np.ndarray] = field(default_factory=dict)
     videos: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # precision -> case -> frames
+    diffusers_videos: dict[str, np.ndarray] = field(default_factory=dict)  # case -> frames of the family's diffusers reference
     report: dict[str, Any] = field(default_factory=dict)
     reports_dir: Path | None = None  # where accuracy.{json,md} and the PNGs were written
 

@@ -1,4 +1,4 @@
-"""The compare stage: every built variant of a target vs the FP32 ONNX reference, per graph and end to end."""
+"""The compare stage: every built variant of a target vs the FP32 ONNX reference, per graph and end to end, and vs diffusers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from t2vtrt.build.compare.metrics import compare_runners, nonfinite_counts, vali
 from t2vtrt.build.compare.report import write_reports
 from t2vtrt.build.compare.run import CompareRun
 from t2vtrt.build.compare.runners import GOLDEN, REFERENCE, onnx_runner, runner_name, tensorrt_available, variant_runner
-from t2vtrt.build.compare.tolerances import adherence_max_drop, expected_graph_variants, graph_thresholds, load_tolerances, video_thresholds
+from t2vtrt.build.compare.oracle import ONNX_FP32, oracle_checks
+from t2vtrt.build.compare.tolerances import adherence_max_drop, expected_precisions, graph_thresholds, load_tolerances, video_thresholds
 from t2vtrt.build.engines.manifest import tool_versions
 from t2vtrt.runtime.backends import Feeds
 from t2vtrt.runtime.errors import T2VError
@@ -64,6 +65,9 @@ def run_compare(
     run.checks += _missing_variants(manifest, tolerances)
     step("videos")
     run.checks += compare_videos(manifest, target_dir, capture, eval_set, tolerances, run)
+    step("diffusers")
+    oracle, run.diffusers_videos = oracle_checks(manifest, paths, eval_set, capture, {ONNX_FP32: capture.videos, **run.videos}, tolerances)
+    run.checks += oracle
     if eval_set.adherence:
         run.checks += adherence_checks(eval_set.cases(), capture.videos, run.videos, adherence_max_drop(tolerances))
     run.checks += _golden_video_checks(golden, capture, tolerances)
@@ -125,7 +129,7 @@ def compare_component(
     for precision in variants:
         name = runner_name(component, precision)
         if name in results:
-            runs = _scheduled_iterations(variants[precision], feeds)
+            runs = _scheduled_iterations(manifest, component, variants[precision], feeds)
             checks.append(
                 _gate_graph_pair(
                     results,
@@ -134,7 +138,7 @@ def compare_component(
                     "graph",
                     f"{component} {precision}",
                     precision,
-                    graph_thresholds(tolerances, component, precision),
+                    graph_thresholds(tolerances, component, precision, manifest.stages[component]),
                     runs,
                     backend=variants[precision]["backend"],
                     iterations=len(runs),
@@ -143,14 +147,15 @@ def compare_component(
     return checks, list(results[REFERENCE])
 
 
-def _scheduled_iterations(variant: dict[str, Any], feeds: list[Feeds]) -> list[int]:
+def _scheduled_iterations(manifest: Manifest, component: str, variant: dict[str, Any], feeds: list[Feeds]) -> list[int]:
     """The recorded calls this variant really runs: a step schedule sends the others to its float fallback."""
     from t2vtrt.runtime.step_schedule import StepSchedule
 
     schedule = StepSchedule.from_json(variant.get("schedule"))
     if schedule is None:
         return list(range(len(feeds)))
-    return [i for i, f in enumerate(feeds) if not schedule.uses_fallback(float(np.asarray(f["timestep"]).reshape(-1)[0]))]
+    timestep = manifest.tensor(component, "timestep")["name"]  # only denoisers carry a schedule, and each has this role
+    return [i for i, f in enumerate(feeds) if not schedule.uses_fallback(float(np.asarray(f[timestep]).reshape(-1)[0]))]
 
 
 def _gate_graph_pair(
@@ -182,12 +187,13 @@ def _golden_graph_thresholds(tolerances: dict[str, Any]) -> dict[str, float]:
 
 
 def _missing_variants(manifest: Manifest, tolerances: dict[str, Any]) -> list[Check]:
-    """Variants the tolerances file knows but this target did not build: skipped, never passed."""
+    """Variants the tolerances file knows (for the component or its stage) but this target did not build: skipped, never passed."""
     target = manifest.data["target"]["name"]
     out = []
-    for component, precision in expected_graph_variants(tolerances):
-        if component in manifest.data["components"] and precision not in manifest.component(component)["variants"]:
-            out.append(skipped("graph", f"{component} {precision}", precision, f"not built for target {target}"))
+    for component, stage in manifest.stages.items():
+        for precision in expected_precisions(tolerances, component, stage):
+            if precision not in manifest.component(component)["variants"]:
+                out.append(skipped("graph", f"{component} {precision}", precision, f"not built for target {target}"))
     return out
 
 
@@ -205,7 +211,7 @@ def compare_videos(
             checks.append(skipped("video", check.subject, precision, "tensorrt variants: this machine has no GPU with tensorrt"))
             continue
         try:
-            videos = generate_videos(target_dir, precision, eval_set)
+            videos = generate_videos(target_dir, precision, eval_set, capture)
         except T2VError as exc:  # e.g. NaN/Inf out of an engine: the runtime's own one-line error
             check.fail(str(exc))
             checks.append(check)

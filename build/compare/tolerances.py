@@ -27,9 +27,11 @@ def load_tolerances(path: str | Path | None = None) -> dict[str, Any]:
     return data
 
 
-def graph_thresholds(tolerances: dict[str, Any], component: str, precision: str) -> dict[str, float] | None:
-    """Thresholds of one graph variant; None when the file sets none (then it is not gated, only reported)."""
-    entry = tolerances["graph"].get(component, {}).get(precision)
+def graph_thresholds(tolerances: dict[str, Any], component: str, precision: str, stage: str | None = None) -> dict[str, float] | None:
+    """Thresholds of one graph variant, else of its stage (manifest.stages); None when the file sets neither."""
+    # A stage's table covers every component of it (a streaming decoder's next graph, a second denoiser expert),
+    # so the file needs no family's component names; a component's own table still wins.
+    entry = tolerances["graph"].get(component, {}).get(precision) or tolerances["graph"].get(stage or component, {}).get(precision)
     return {k: float(v) for k, v in entry.items() if k in GRAPH_METRICS} if entry else None
 
 
@@ -39,9 +41,16 @@ def video_thresholds(tolerances: dict[str, Any], precision: str) -> dict[str, fl
     return {k: float(v) for k, v in entry.items() if k in VIDEO_METRICS} if entry else None
 
 
-def expected_graph_variants(tolerances: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every (component, precision) the file has thresholds for: what a complete target would ship."""
-    return [(c, p) for c, by_precision in tolerances["graph"].items() for p in by_precision]
+def expected_precisions(tolerances: dict[str, Any], component: str, stage: str) -> list[str]:
+    """The precisions the file has graph thresholds for, for this component or its stage: what a complete target ships."""
+    listed = [*tolerances["graph"].get(component, {}), *tolerances["graph"].get(stage, {})]
+    return list(dict.fromkeys(listed))
+
+
+def diffusers_thresholds(tolerances: dict[str, Any], precision: str) -> dict[str, float] | None:
+    """[diffusers.<precision>]: a precision's video vs the family's diffusers pipeline; None when the file sets none."""
+    entry = tolerances.get("diffusers", {}).get(precision)
+    return {k: float(v) for k, v in entry.items() if k in VIDEO_METRICS} if entry else None
 
 
 def adherence_max_drop(tolerances: dict[str, Any]) -> float:

@@ -18,7 +18,7 @@ from t2vtrt.runtime.errors import T2VError
 
 
 class Reference(Protocol):
-    """A family's diffusers PyTorch oracle over one model directory (tests and `make bench` hold the runtime to it)."""
+    """A family's diffusers PyTorch oracle over one model directory (tests, `make compare` and `make bench` hold the runtime to it)."""
 
     SAMPLERS: tuple[str, ...]  # runtime sampler names it reproduces
 

@@ -46,6 +46,10 @@ def test_compare_passes_on_the_tiny_cpu_target(first_run: CompareRun) -> None:
         assert metrics["rel_l2"] < 1e-5 and metrics["cosine"] > 0.999999 and metrics["nonfinite"] == 0
     video = next(c for c in first_run.checks if c.kind == "video" and c.precision == "fp32")
     assert video.status == PASSED and len(video.metrics["p0-s0"]["psnr"]) == 8  # one PSNR per frame
+    # The end-to-end oracle: the unet3d family's diffusers loop on the same latents, per frame.
+    oracle = {c.precision: c for c in first_run.checks if c.kind == "diffusers-video"}
+    assert set(oracle) == {"onnx-fp32", "fp32"} and all(c.status == PASSED for c in oracle.values())
+    assert len(oracle["fp32"].metrics["p0-s0"]["psnr"]) == 8 and oracle["fp32"].metrics["p0-s0"]["psnr_min"] > 60.0
 
 
 def test_variants_the_target_lacks_are_skipped_never_passed(first_run: CompareRun) -> None:
@@ -64,6 +68,7 @@ def test_reports_are_written(first_run: CompareRun) -> None:
     assert data["tools"]["polygraphy"] and data["tools"]["onnxruntime"]
     markdown = (reports / "accuracy.md").read_text()
     assert "| denoiser | fp32 | noise_pred | pass |" in markdown and "Skipped" in markdown
+    assert "| fp32 | p0-s0 | pass |" in markdown.split("## Videos vs diffusers")[1]
     for png in ("frames-fp32.png", "psnr.png"):
         assert (reports / png).read_bytes()[:4] == b"\x89PNG"
     # The inputs are polygraphy input JSON: what `polygraphy run --load-inputs` reads.
