@@ -250,16 +250,17 @@ def compare(
     golden_dir: Path | None,
     save_golden: bool,
 ) -> None:
-    """Compare every built variant with the FP32 ONNX reference (per graph and video); exit 1 when a gate fails."""
+    """Compare every built variant with the FP32 ONNX reference (per graph, video) and the family's diffusers pipeline; exit 1 on a failed gate."""
     from t2vtrt.build.compare import load_tolerances, run_compare
     from t2vtrt.build.compare.capture import load_eval_set
+    from t2vtrt.build.compare.stage import step_count
     from t2vtrt.build.engines import resolve_target
     from t2vtrt.build.stages import artifact_paths
     from t2vtrt.build.task_progress import task_bar
 
     paths = None if engines_dir else artifact_paths(model, artifacts)
     target_dir = engines_dir or paths.engines_dir(resolve_target(gpu))
-    with task_bar("compare", 5, ctx.obj["quiet"]) as advance:
+    with task_bar("compare", step_count(target_dir), ctx.obj["quiet"]) as advance:
         run = run_compare(
             target_dir, paths, load_tolerances(tolerances), load_eval_set(eval_file) if eval_file else None, golden_dir, save_golden, on_step=advance
         )

@@ -30,6 +30,11 @@ from t2vtrt.runtime.manifest import Manifest, load_manifest
 Progress = Callable[[str], None]
 
 
+def step_count(target_dir: Path) -> int:
+    """The progress steps run_compare reports for a target: the reference, each component, the videos, diffusers."""
+    return len(load_manifest(target_dir, verify_hashes=False).data["components"]) + 3
+
+
 def run_compare(
     target_dir: Path,
     paths: ArtifactPaths | None = None,

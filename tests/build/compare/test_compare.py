@@ -16,7 +16,7 @@ from t2vtrt.build.compare import load_golden, load_tolerances, run_compare
 from t2vtrt.build.compare.capture import EvalSet, load_inputs
 from t2vtrt.build.compare.gates import FAILED, PASSED, SKIPPED
 from t2vtrt.build.compare.run import CompareRun
-from t2vtrt.build.compare.stage import compare_component
+from t2vtrt.build.compare.stage import compare_component, step_count
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.manifest import load_manifest
 
@@ -91,8 +91,10 @@ def test_golden_save_load_round_trip(first_run: CompareRun, golden_dir: Path, ti
 def test_compare_against_the_golden_set(
     first_run: CompareRun, golden_dir: Path, tiny_paths: ArtifactPaths, tiny_engines: Path, small_eval: EvalSet, tmp_path: Path
 ) -> None:
-    run = run_compare(tiny_engines, tiny_paths, eval_set=small_eval, golden_dir=golden_dir, reports_dir=tmp_path)
+    steps: list[str] = []
+    run = run_compare(tiny_engines, tiny_paths, eval_set=small_eval, golden_dir=golden_dir, reports_dir=tmp_path, on_step=steps.append)
     assert run.passed, run.failures
+    assert len(steps) == step_count(tiny_engines)  # the CLI's bar is sized by step_count
     golden = [c for c in run.checks if c.kind.startswith("golden")]
     assert {c.subject for c in golden} == {"golden denoiser", "golden text_encoder", "golden vae_decoder", "golden video"}
     assert all(c.status == PASSED for c in golden)
