@@ -100,7 +100,7 @@ PROBE_WIDTHS = (2, 4)
 
 def write_config_dir(out_dir: Path) -> Path:
     """A weightless Wan2.2-TI2V-5B directory in WanPipeline layout: model_index.json and the component configs only."""
-    from t2vtrt.build.families.wan import SCHEDULER_CONFIG
+    from t2vtrt.build.families.wan import MODEL_INDEX, SCHEDULER_CONFIG
 
     out_dir = Path(out_dir)
     files = {
@@ -108,15 +108,7 @@ def write_config_dir(out_dir: Path) -> Path:
         "vae/config.json": VAE,
         "text_encoder/config.json": TEXT_ENCODER,
         "scheduler/scheduler_config.json": SCHEDULER_CONFIG,
-        "model_index.json": {
-            "_class_name": "WanPipeline",
-            "text_encoder": ["transformers", "UMT5EncoderModel"],
-            "tokenizer": ["transformers", "T5TokenizerFast"],
-            "transformer": ["diffusers", "WanTransformer3DModel"],
-            "vae": ["diffusers", "AutoencoderKLWan"],
-            "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-            "expand_timesteps": True,
-        },
+        "model_index.json": {**MODEL_INDEX, "expand_timesteps": True},
     }
     for name, data in files.items():
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,17 @@ LAYER_KINDS = (
 )
 
 
+# model_index.json of the layout (expand_timesteps: TI2V-5B's per-token timesteps, set per model).
+MODEL_INDEX: dict[str, Any] = {
+    "_class_name": "WanPipeline",
+    "text_encoder": ["transformers", "UMT5EncoderModel"],
+    "tokenizer": ["transformers", "T5TokenizerFast"],
+    "transformer": ["diffusers", "WanTransformer3DModel"],
+    "vae": ["diffusers", "AutoencoderKLWan"],
+    "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+}
+
+
 def detect(model_dir: Path) -> bool:
     """True when the directory holds a WanTransformer3DModel in diffusers layout."""
     return class_name(model_dir / "transformer" / "config.json") == LAYOUT["transformer"]
@@ -462,15 +473,7 @@ def create(out_dir: Path, sizes: dict[str, Any], seed: int) -> None:
     AutoencoderKLWan(**vae).save_pretrained(out_dir / "vae")
     (out_dir / "scheduler").mkdir(parents=True, exist_ok=True)
     (out_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
-    index = {
-        "_class_name": "WanPipeline",
-        "text_encoder": ["transformers", "UMT5EncoderModel"],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "transformer": ["diffusers", "WanTransformer3DModel"],
-        "vae": ["diffusers", "AutoencoderKLWan"],
-        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-        "expand_timesteps": bool(sizes.get("expand_timesteps", False)),
-    }
+    index = {**MODEL_INDEX, "expand_timesteps": bool(sizes.get("expand_timesteps", False))}
     (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
