@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from t2vtrt.build.artifacts import COMPONENTS, ArtifactPaths, read_export_info
+from t2vtrt.build.artifacts import ArtifactPaths, components_of, read_export_info
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file, write_json
 
@@ -66,7 +66,7 @@ def write_low_precision(
     info = read_export_info(paths)
     tolerances = tolerances or load_tolerances()
     records = {}
-    for component in COMPONENTS:
+    for component in components_of(info):  # a streaming VAE is two graphs
         order = preferred_order(info["model"]["family"], component, allowed)
         if not paths.onnx(component).is_file():
             continue  # no exported FP32 reference to gate against (hand-made artifacts): the target builds FP32
@@ -116,7 +116,7 @@ def ensure_variant(
         "keep_fp32_ops": list(KEEP_FP32_OPS),
         "data_max": DATA_MAX,
         "gate_shape": "min",
-        "thresholds": _thresholds(tolerances, component, precision),
+        "thresholds": _thresholds(tolerances, component, precision, stage_of(info, component)),
     }
     record_file = record_path(paths, component, precision)
     if record_file.is_file():
@@ -150,11 +150,17 @@ def ensure_variant(
     return record
 
 
-def _thresholds(tolerances: dict[str, Any], component: str, precision: str) -> dict[str, float]:
-    """[graph.<component>.<precision>] from the tolerances; a variant without one is never used."""
+def stage_of(info: dict[str, Any], component: str) -> str:
+    """The runtime stage a component belongs to (a streaming VAE's next graph is the vae_decoder stage's), from export.json."""
+    stream = (info.get("latent") or {}).get("stream") or {}
+    return "vae_decoder" if component in (stream.get("first"), stream.get("next")) else component
+
+
+def _thresholds(tolerances: dict[str, Any], component: str, precision: str, stage: str) -> dict[str, float]:
+    """[graph.<component>.<precision>], else its stage's; a variant without either is never used."""
     from t2vtrt.build.compare.tolerances import graph_thresholds
 
-    found = graph_thresholds(tolerances, component, precision)
+    found = graph_thresholds(tolerances, component, precision, stage)
     if found is None:
         raise T2VError(
             f"no thresholds for {component} {precision} in the tolerances file: measure it and add "

@@ -37,6 +37,9 @@ def load_components(model_dir: Path) -> TorchComponents:
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizerFast
 
+    from t2vtrt.build.families.loading import quiet_loaders
+
+    quiet_loaders()  # compare and bench print their own progress; transformers' weight-loading bars are noise in logs
     return TorchComponents(
         tokenizer=CLIPTokenizerFast.from_pretrained(model_dir / "tokenizer", local_files_only=True),
         text_encoder=CLIPTextModel.from_pretrained(model_dir / "text_encoder", local_files_only=True).eval(),
@@ -56,7 +59,9 @@ def generate(
     cls_name, extra = SCHEDULERS[sampler]
     scheduler = getattr(diffusers, cls_name).from_pretrained(parts.model_dir / "scheduler", **extra)
     with torch.inference_mode():
-        ids = parts.tokenizer([negative, prompt], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        # The model's own context length, as the runtime's tokenizer pads (CLIP's 77; the trained shapes model's 16).
+        length = parts.tokenizer.model_max_length if parts.tokenizer.model_max_length <= 4096 else 77
+        ids = parts.tokenizer([negative, prompt], padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
         context = parts.text_encoder(ids)[0]
         scheduler.set_timesteps(steps)
         x = torch.from_numpy(latents) * scheduler.init_noise_sigma

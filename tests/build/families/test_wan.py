@@ -223,3 +223,20 @@ def test_weights_that_do_not_fit_the_config_are_one_line(wan_paths: ArtifactPath
     with pytest.raises(T2VError, match=f"lacks {dropped}") as raised:
         wan._diffusers_fp32(WanTransformer3DModel, folder)
     assert "\n" not in str(raised.value)
+
+
+def test_gpu_low_precision_graphs_cover_every_graph(wan_paths: ArtifactPaths, tmp_path: Path) -> None:
+    """A GPU target's FP16/BF16 step converts and gates all four graphs: UMT5 in BF16 only, the next-chunk VAE graph
+    gated by the vae_decoder stage's thresholds."""
+    import shutil
+
+    from t2vtrt.build.precision import stage_of, write_low_precision
+
+    paths = ArtifactPaths(tmp_path / wan_paths.root.name)
+    shutil.copytree(wan_paths.onnx_dir, paths.onnx_dir)  # the session's artifacts stay FP32-only
+    info = json.loads(paths.export_info.read_text())
+    assert stage_of(info, "vae_decoder_next") == "vae_decoder" and stage_of(info, "denoiser") == "denoiser"
+    records = write_low_precision(paths, ("fp16", "bf16"))
+    assert set(records) == set(GRAPHS)
+    assert records["text_encoder"]["precision"] == "bf16"
+    assert records["vae_decoder_next"]["settings"]["thresholds"] == records["vae_decoder"]["settings"]["thresholds"]
