@@ -152,8 +152,9 @@ def ensure_variant(
 
 def stage_of(info: dict[str, Any], component: str) -> str:
     """The runtime stage a component belongs to (a streaming VAE's next graph is the vae_decoder stage's), from export.json."""
-    stream = (info.get("latent") or {}).get("stream") or {}
-    return "vae_decoder" if component in (stream.get("first"), stream.get("next")) else component
+    from t2vtrt.runtime.manifest import component_stages
+
+    return component_stages(components_of(info), ["denoiser"], info.get("latent") or {})[component]
 
 
 def _thresholds(tolerances: dict[str, Any], component: str, precision: str, stage: str) -> dict[str, float]:

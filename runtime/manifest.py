@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file
@@ -161,7 +161,7 @@ class Manifest:
         """A streaming decoder graph's cache tensors: role cache:<k> -> tensor name."""
         return {t["role"]: t["name"] for t in self.component(component)[kind] if t["role"].startswith("cache:")}
 
-    @property
+    @cached_property
     def denoisers(self) -> list[tuple[str, float | None]]:
         """(component, until_timestep) in the sampler's order; one denoiser named `denoiser` unless the manifest says more."""
         entries = self.data.get("denoisers", SINGLE_DENOISER)
@@ -174,15 +174,10 @@ class Manifest:
                 return component
         return self.denoisers[-1][0]  # unreachable for a validated manifest (the last entry's bound is null)
 
-    @property
+    @cached_property
     def stages(self) -> dict[str, str]:
         """Each component's stage (text_encoder, denoiser or vae_decoder): what timings and --low-vram group by."""
-        stages = {name: name for name in self.data["components"]}
-        stages.update({name: "denoiser" for name, _ in self.denoisers})
-        stream = self.data["latent"].get("stream")
-        if stream:
-            stages.update({stream["first"]: "vae_decoder", stream["next"]: "vae_decoder"})
-        return stages
+        return component_stages(self.data["components"], [name for name, _ in self.denoisers], self.data["latent"])
 
     def path(self, file: str) -> Path:
         """A manifest-relative file name as a path."""
@@ -213,6 +208,19 @@ def load_manifest(target_dir: str | Path, verify_hashes: bool = True) -> Manifes
         for file, expected in _named_files(data):
             _verify(root / file, expected)
     return manifest
+
+
+def component_stages(components: Iterable[str], denoisers: Iterable[str], latent: dict[str, Any]) -> dict[str, str]:
+    """Each component's stage: the denoisers are the denoiser stage, a streaming decoder's two graphs the vae_decoder's.
+
+    Manifests and export.json (the build's GPU precision step) both describe components this way.
+    """
+    stages = {name: name for name in components}
+    stages.update(dict.fromkeys(denoisers, "denoiser"))
+    stream = latent.get("stream")
+    if stream:
+        stages.update({stream["first"]: "vae_decoder", stream["next"]: "vae_decoder"})
+    return stages
 
 
 def _current(data: Any, source: str) -> Any:

@@ -69,6 +69,25 @@ def truncation_warnings(tokenizer: PromptTokenizer, prompts: list[str], negative
     return lines
 
 
+@dataclass(frozen=True)
+class _DenoiserIO:
+    """One denoiser's manifest tensors by role, resolved before the sampler loop."""
+
+    latent: dict[str, Any]
+    timestep: dict[str, Any]
+    context: dict[str, Any]
+    prediction: str
+
+    def feeds(self, latents: np.ndarray, t: np.float32, context: np.ndarray) -> Feeds:
+        """A call's inputs; the timestep is the sampler's own value, per sample or one scalar."""
+        shape = () if not self.timestep["shape"] else (latents.shape[0],)
+        return {
+            self.timestep["name"]: np.full(shape, t, dtype=self.timestep["dtype"]),
+            _name(self.latent): _as(latents, self.latent),
+            _name(self.context): _as(context, self.context),
+        }
+
+
 class Pipeline:
     """Text -> video over one built target directory.
 
@@ -280,12 +299,13 @@ class Pipeline:
             raise T2VError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = (latents * np.float32(scheduler.init_noise_sigma)).astype(np.float32)
         timesteps = np.asarray(scheduler.timesteps, dtype=np.float32)
+        io = {name: self._denoiser_io(name) for name, _ in self.manifest.denoisers}  # looked up once, not per step
         for index, t in enumerate(timesteps):
             model_in = np.concatenate([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t).astype(np.float32, copy=False)
             name = self.manifest.denoiser_at(float(t))
             variant = self.schedule.fallback if self.schedule and self.schedule.uses_fallback(float(t)) else None
-            pred = self._run(name, self._denoiser_feeds(name, model_in, t, context), variant)[self._out(name, "prediction")]
+            pred = self._run(name, io[name].feeds(model_in, t, context), variant)[io[name].prediction]
             if guided:
                 uncond, cond = np.split(pred, 2)
                 pred = uncond + np.float32(guidance) * (cond - uncond)
@@ -294,15 +314,9 @@ class Pipeline:
                 callback(index + 1, len(timesteps))
         return latents
 
-    def _denoiser_feeds(self, name: str, latents: np.ndarray, t: np.float32, context: np.ndarray) -> Feeds:
-        """A denoiser call's inputs by role; the timestep is the sampler's own value, per sample or one scalar."""
-        timestep = self._in(name, "timestep")
-        shape = () if not timestep["shape"] else (latents.shape[0],)
-        return {
-            timestep["name"]: np.full(shape, t, dtype=timestep["dtype"]),
-            _name(self._in(name, "latent")): _as(latents, self._in(name, "latent")),
-            _name(self._in(name, "context")): _as(context, self._in(name, "context")),
-        }
+    def _denoiser_io(self, name: str) -> "_DenoiserIO":
+        """A denoiser's inputs and prediction output, found by role."""
+        return _DenoiserIO(self._in(name, "latent"), self._in(name, "timestep"), self._in(name, "context"), self._out(name, "prediction"))
 
     def latent_shape(self, batch: int, frames: int, height: int, width: int) -> tuple[int, ...]:
         """(B, C, F', h, w) from the manifest's latent layout."""

@@ -54,32 +54,29 @@ def artifacts_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("artifacts")
 
 
-@pytest.fixture(scope="session")
-def tiny_paths(artifacts_root: Path) -> ArtifactPaths:
-    """The tiny model exported, patched and built for the cpu target (the `make engines` stages)."""
+def built_for_cpu(model: str, artifacts_root: Path) -> ArtifactPaths:
+    """An embedded model exported, patched and built for the cpu target (the `make engines` stages, FP32)."""
     from t2vtrt.build.engines.cpu import build_cpu_target
     from t2vtrt.build.export import run_export
     from t2vtrt.build.surgery.stage import run_surgery_stage
 
-    run_export("tiny", artifacts_root)
-    paths = ArtifactPaths(artifacts_root / "tiny")
+    run_export(model, artifacts_root)
+    paths = ArtifactPaths(artifacts_root / model)
     run_surgery_stage(paths)
     build_cpu_target(paths)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(artifacts_root: Path) -> ArtifactPaths:
+    """The tiny model built for the cpu target."""
+    return built_for_cpu("tiny", artifacts_root)
 
 
 @pytest.fixture(scope="session")
 def wan_paths(artifacts_root: Path) -> ArtifactPaths:
-    """wan-tiny exported (the dynamo exporter), patched and built for the cpu target (FP32)."""
-    from t2vtrt.build.engines.cpu import build_cpu_target
-    from t2vtrt.build.export import run_export
-    from t2vtrt.build.surgery.stage import run_surgery_stage
-
-    run_export("wan-tiny", artifacts_root)
-    paths = ArtifactPaths(artifacts_root / "wan-tiny")
-    run_surgery_stage(paths)
-    build_cpu_target(paths)
-    return paths
+    """wan-tiny (the dynamo exporter) built for the cpu target."""
+    return built_for_cpu("wan-tiny", artifacts_root)
 
 
 @pytest.fixture(scope="session")

@@ -54,14 +54,19 @@ def build_gpu_target(
     """Plan, check and build engines/<target>/; returns the manifest (plan.json with dry_run)."""
     profile = load_profile(target)
     write_low_precision_graphs(paths, profile, quiet)
-    plan = make_plan(
-        paths,
-        profile,
-        low_vram=low_vram,
-        version_compatible=version_compatible,
-        hardware_compat=hardware_compat,
-        tensorrt_version=installed_tensorrt_version(),
-    )
+
+    def plan_for(tensorrt_version: str | None) -> Any:
+        """The build plan for this target and these options, under one TensorRT version."""
+        return make_plan(
+            paths,
+            profile,
+            low_vram=low_vram,
+            version_compatible=version_compatible,
+            hardware_compat=hardware_compat,
+            tensorrt_version=tensorrt_version,
+        )
+
+    plan = plan_for(installed_tensorrt_version())
     plan_path = write_plan(paths, plan)
     if dry_run or not quiet:
         for line in plan.summary():
@@ -78,14 +83,7 @@ def build_gpu_target(
     check_device(gpu, profile, plan.builder["hardware_compatibility"])
     trt = import_tensorrt()
     if installed_tensorrt_version() != trt.__version__:  # metadata and module disagree: trust the module
-        plan = make_plan(
-            paths,
-            profile,
-            low_vram=low_vram,
-            version_compatible=version_compatible,
-            hardware_compat=hardware_compat,
-            tensorrt_version=trt.__version__,
-        )
+        plan = plan_for(trt.__version__)
     return build_target(paths, plan, gpu, trt, quiet)
 
 
