@@ -1,4 +1,4 @@
-"""Run quantizers in fresh processes: ModelOpt patches onnxruntime's quantization classes process-wide,
+"""Run quantizers in fresh processes: ModelOpt's setup patches onnxruntime's quantization classes process-wide,
 and both tools print freely; children keep the build process clean and their chatter in log files."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _result(future: Any, call: Call) -> Any:
     except BrokenProcessPool as exc:  # killed from outside: no exception of its own to report
         raise T2VError(
             f"{call.target.split(':')[1]} failed: its process was killed before it finished, most often by the kernel's "
-            "out-of-memory killer (ModelOpt and onnxruntime.quantization hold several copies of the graph and its "
+            "out-of-memory killer (onnxruntime.quantization holds several copies of the graph and its "
             f"weights; see `dmesg`): free memory or run this stage on a host with more RAM (log so far: {call.log})"
         ) from exc
     except Exception as exc:  # any failure inside the tool: one line plus where its full log is

@@ -31,7 +31,7 @@ class CalibPaths:
 
     @property
     def layout(self) -> Path:
-        """ModelOpt's Q/DQ placement with every quantizable node quantized, FP32 elsewhere."""
+        """The Q/DQ placement (ModelOpt's rules) with every quantizable node quantized, FP32 elsewhere."""
         return self.root / "denoiser.qdq-all.onnx"
 
     @property

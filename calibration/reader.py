@@ -1,4 +1,4 @@
-"""Captured feeds as a CalibrationDataReader (what ModelOpt and onnxruntime.quantization consume)."""
+"""Captured feeds as a CalibrationDataReader (what onnxruntime.quantization consumes)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ Crops = dict[str, dict[int, int]]  # input name -> {axis: the leading size kept}
 def crop_feeds(feeds: list[Feeds], crops: Crops) -> list[Feeds]:
     """Every input cropped to the leading `size` entries of each axis `crops` names for it (others untouched).
 
-    For the tools' own calibration pass only, whose ranges ours replace: ModelOpt and quantize_static record
+    For the tools' own calibration pass only, whose ranges ours replace: quantize_static records
     every tensor of the graph at once, which at 16 frames of 32x32 latents exceeds 24 GiB.
     """
     out = []
@@ -51,7 +51,7 @@ class FeedReader(CalibrationDataReader):
         return self.feeds[self.index - 1]
 
     def get_first(self) -> Feeds:
-        """The first feed dict without advancing (ModelOpt probes shapes with it)."""
+        """The first feed dict without advancing (a tool may probe shapes with it)."""
         return self.feeds[0]
 
     def rewind(self) -> None:

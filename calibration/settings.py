@@ -25,14 +25,13 @@ class Budget:
     sweep_samples: int
     video_prompts: int
     video_seeds: tuple[int, ...]
-    tool_samples: int
     num_bins: int
     num_quantized_bins: int
     seed: int
     stats_batch: int
     hist_values: int | None = None  # per tensor and run, at most about this many values go into its histogram (None: all)
-    tool_frames: int | None = None  # crop the tools' own (discarded) calibration feeds to this many frames
-    tool_latent: int | None = None  # and their latent height and width to this many (None: as captured)
+    tool_frames: int | None = None  # the shapes the placement's GEMV check and the INT8 graph's FP16 conversion see: frames
+    tool_latent: int | None = None  # and latent height and width (None: as captured)
     prompts_file: str = "prompts.txt"  # in calibration/: the prompts captured for calibration
     eval_prompts_file: str = "prompts_eval.txt"  # in calibration/: held out, for the sweep and the gate
     adherence: bool = False  # the gate also judges prompt adherence and object position (the shapes world's evaluator)
@@ -100,7 +99,7 @@ def load_budget(model_name: str, denoiser_bytes: int = 0, path: Path = BUDGETS_F
     if budget.tool_latent is not None and budget.tool_latent < 8:
         raise T2VError(f"{path}: tool_latent for {model_name!r} must be null or >= 8 (latent rows and columns the tools see)")
     if budget.tool_frames is not None and budget.tool_frames < 2:
-        # One frame turns the temporal attention's MatMuls into GEMVs, which ModelOpt then leaves unquantized.
+        # One frame turns the temporal attention's MatMuls into GEMVs, which ModelOpt's rules then leave unquantized.
         raise T2VError(f"{path}: tool_frames for {model_name!r} must be null or >= 2")
     for key in GENERATION:
         value = getattr(budget, key)

@@ -1,10 +1,10 @@
 """The calibrate and quantize stages (docs/architecture.md#stages, #precision) over one model's artifacts.
 
-calibrate: capture denoiser inputs (calibration + held-out prompts) -> ModelOpt's Q/DQ placement with
+calibrate: capture denoiser inputs (calibration + held-out prompts) -> Q/DQ placement by ModelOpt's rules with
     every quantizable node -> per-tensor ranges (MSE by default; entropy or max) -> TensorRT calibration cache -> per-group
     sensitivity sweep -> precision_plan.json (or a hand-edited plan, checked).
-quantize: plan + cache -> denoiser.int8.onnx (TensorRT: Q/DQ + FP16), denoiser.int8-cpuverify.onnx
-    (same scales, FP32), denoiser.int8-u8s8.onnx (cpu target) -> accuracy gate -> installed together.
+quantize: plan + cache -> denoiser.int8-cpuverify.onnx (Q/DQ, FP32 elsewhere), denoiser.int8.onnx
+    (TensorRT: the same + FP16), denoiser.int8-u8s8.onnx (cpu target) -> accuracy gate -> installed together.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from t2vtrt.build.artifacts import ArtifactPaths, read_export_info
 from t2vtrt.build.families import get_family
-from t2vtrt.build.graphfiles import load_graph
+from t2vtrt.build.graphfiles import load_graph, needs_external_data
 from t2vtrt.calibration import qdq
 from t2vtrt.calibration.cache import read_cache, write_cache
 from t2vtrt.calibration.capture import SELECTION_VERSION, Capture, capture, generation_settings
@@ -29,6 +29,7 @@ from t2vtrt.calibration.graphs import run_first_output, session
 from t2vtrt.calibration.groups import Group, layer_groups
 from t2vtrt.calibration.isolate import Call, run_isolated
 from t2vtrt.calibration.paths import CalibPaths
+from t2vtrt.calibration.placement import PLACEMENT_VERSION
 from t2vtrt.calibration.plan import check_plan_nodes, fp16_nodes, load_plan, plan_json, save_plan
 from t2vtrt.calibration.prompts import load_prompts
 from t2vtrt.calibration.ranges import (
@@ -131,44 +132,37 @@ def ensure_capture(
 
 
 def tool_crops(paths: ArtifactPaths, budget: Budget) -> dict[str, dict[int, int]]:
-    """Per denoiser input, axis -> the size the tools' own calibration pass keeps (tool_frames, tool_latent)."""
+    """Per denoiser input, axis -> the size the placement's shapes keep (tool_frames, tool_latent)."""
     sizes = {"frames": budget.tool_frames, "latent_height": budget.tool_latent, "latent_width": budget.tool_latent}
     inputs = read_export_info(paths)["components"]["denoiser"]["inputs"]
     crops = {i["name"]: {axis: sizes[d] for axis, d in enumerate(i["shape"]) if isinstance(d, str) and sizes.get(d)} for i in inputs}
     return {name: axes for name, axes in crops.items() if axes}
 
 
-def _tool_feeds(paths: ArtifactPaths, budget: Budget) -> dict[str, Any]:
-    """What a ModelOpt / quantize_static child loads for the tool's own calibration pass (its ranges are replaced)."""
-    return {"samples": budget.tool_samples, "crops": tool_crops(paths, budget)}
+def _placement_shapes(paths: ArtifactPaths, budget: Budget) -> dict[str, list[int]]:
+    """The denoiser inputs' shapes ModelOpt's GEMV check sees: the first captured call, cropped as for the tools."""
+    from t2vtrt.calibration.reader import tool_feeds
+
+    return {name: list(value.shape) for name, value in tool_feeds(str(CalibPaths(paths).data), 1, tool_crops(paths, budget))[0].items()}
 
 
 def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Event | None) -> Any:
-    """ModelOpt's Q/DQ placement with every quantizable node quantized, FP32 elsewhere (for ranges and the sweep).
+    """The Q/DQ placement with every quantizable node quantized, FP32 elsewhere (for ranges and the sweep).
 
-    Reused while the source graph is the same: the placement depends on the graph, not on the data.
+    Reused while the source graph and the placement rule are the same: the placement depends on the graph, not on the data.
     """
-    _emit(on_event, "modelopt placement", 0, 1)
-    stamp = {"source_sha256": sha256_file(cp.source)}
+    _emit(on_event, "Q/DQ placement", 0, 1)
+    stamp = {"source_sha256": sha256_file(cp.source), "placement": PLACEMENT_VERSION}
     if not (cp.layout.is_file() and cp.layout_stamp.is_file() and json.loads(cp.layout_stamp.read_text()) == stamp):
         run_isolated(
             Call(
-                "t2vtrt.calibration.modelopt_ptq:quantize_graph",
-                {
-                    "source": str(cp.source),
-                    "output": str(cp.layout),
-                    "data": str(cp.data),
-                    **_tool_feeds(paths, budget),
-                    "high_precision": "fp32",
-                    "nodes_to_exclude": [],
-                    "cache": None,
-                    "method": "max",
-                },
-                paths.root / "logs" / "modelopt-layout.log",
+                "t2vtrt.calibration.placement:write_qdq_graph",
+                {"source": str(cp.source), "output": str(cp.layout), "shapes": _placement_shapes(paths, budget), "nodes_to_exclude": []},
+                paths.root / "logs" / "placement-layout.log",
             )
         )
         write_json(cp.layout_stamp, stamp)
-    _emit(on_event, "modelopt placement", 1, 1)
+    _emit(on_event, "Q/DQ placement", 1, 1)
     return load_graph(cp.layout)
 
 
@@ -301,28 +295,41 @@ def run_calibrate(
 
 
 def _quantize_all(
-    paths: ArtifactPaths, cp: CalibPaths, out: dict[str, Path], cache: Path, excluded: list[str], u8_ranges: dict[str, list[float]], budget: Budget
+    paths: ArtifactPaths,
+    cp: CalibPaths,
+    out: dict[str, Path],
+    act_scales: dict[str, float],
+    excluded: list[str],
+    u8_ranges: dict[str, list[float]],
+    budget: Budget,
 ) -> None:
-    """ModelOpt's two graphs and the U8S8 graph, in two child processes side by side."""
-    tools = _tool_feeds(paths, budget)
-    common = {"source": str(cp.source), "data": str(cp.data), **tools, "nodes_to_exclude": excluded, "cache": str(cache), "method": "entropy"}
-    run_isolated(
+    """The two explicit-quantization graphs and the U8S8 graph, in two child processes (side by side for small graphs)."""
+    calls = [
         Call(
-            "t2vtrt.calibration.modelopt_ptq:quantize_graphs",
+            "t2vtrt.calibration.placement:write_quantized_graphs",
             {
-                "jobs": [
-                    {**common, "output": str(out["int8"]), "high_precision": "fp16"},
-                    {**common, "output": str(out["int8-qdq"]), "high_precision": "fp32"},
-                ]
+                "source": str(cp.source),
+                "int8_qdq": str(out["int8-qdq"]),
+                "int8": str(out["int8"]),
+                "shapes": _placement_shapes(paths, budget),
+                "nodes_to_exclude": excluded,
+                "scales": act_scales,
+                "data": str(cp.data),
+                "crops": tool_crops(paths, budget),
             },
-            paths.root / "logs" / "modelopt-quantize.log",
+            paths.root / "logs" / "placement-quantize.log",
         ),
         Call(
-            "t2vtrt.calibration.u8s8:quantize_u8s8",
-            {"source": str(cp.source), "output": str(out["u8s8"]), "data": str(cp.data), **tools, "ranges": u8_ranges, "nodes_to_exclude": excluded},
-            paths.root / "logs" / "onnxruntime-u8s8.log",
+            "t2vtrt.calibration.u8s8:write_u8s8_graph",
+            {"source": str(cp.source), "output": str(out["u8s8"]), "ranges": u8_ranges, "nodes_to_exclude": excluded},
+            paths.root / "logs" / "u8s8.log",
         ),
-    )
+    ]
+    if needs_external_data(cp.source):  # each child holds gigabytes of weights: one at a time
+        for call in calls:
+            run_isolated(call)
+    else:
+        run_isolated(*calls)
 
 
 def _gate(paths: ArtifactPaths, out: dict[str, Path], evals: Capture, budget: Budget, limits: Thresholds, on_event: Event | None) -> list[Verdict]:
@@ -365,11 +372,14 @@ def run_quantize(
     _, cache_scales = read_cache(cache)
     Capture.load(cp.data)  # clear errors before the slow part
     evals = Capture.load(cp.eval_data)
-    u8_ranges = u8s8_ranges(ranges, meta.get("method", "entropy"), cache_scales if cache_file else None)
+    method = meta.get("method", "entropy")
+    u8_ranges = u8s8_ranges(ranges, method, cache_scales if cache_file else None)
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=paths.onnx_dir) as tmp:
         out = {kind: Path(tmp) / p.name for kind, p in (("int8", cp.trt_graph), ("int8-qdq", cp.cpuverify_graph), ("u8s8", cp.u8s8_graph))}
         _emit(on_event, "quantize", 0, 1)
-        _quantize_all(paths, cp, out, cache, excluded, u8_ranges, budget)
+        # A tensor the fallback-aware placement quantizes that the cache does not name gets the method's own scale.
+        act_scales = {**scales(ranges, method), **cache_scales}
+        _quantize_all(paths, cp, out, act_scales, excluded, u8_ranges, budget)
         _emit(on_event, "quantize", 1, 1)
         verdicts = _gate(paths, out, evals, budget, limits, on_event) if gate else []
         report = {

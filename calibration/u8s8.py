@@ -1,18 +1,17 @@
-"""The cpu target's fast INT8: onnxruntime.quantization QDQ with uint8 activations and int8 weights (U8S8).
+"""The cpu target's fast INT8: QDQ with uint8 activations and int8 weights (U8S8), as onnxruntime.quantization writes it.
 
 ONNX Runtime's CPU kernels are fast for U8S8 Conv/MatMul/Gemm; signed symmetric activations (what
-TensorRT wants) gain nothing there. Same captured data, same fallback plan, same entropy calibration:
-onnxruntime's quantize_static cannot set its entropy histogram's bin counts, so our ranges (entropy amax
-clipped to the observed min/max) go in as TensorQuantOverrides, which replace its own MinMax ranges.
-Call through isolate.run_isolated (a process ModelOpt has not patched).
+TensorRT wants) gain nothing there. Same captured data, same fallback plan, same ranges as the other INT8
+graphs (the method's amax clipped to the observed min/max). The graph is the one onnxruntime's
+`quantize_static` (QDQ format, per-channel, these ranges as TensorQuantOverrides) writes, computed with its
+own quantization functions (quant_utils), but written here with the weights left on disk and quantized one at
+a time as the file is written.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,54 +50,177 @@ def activation_matmuls(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
 
 
-def quantize_u8s8(
-    source: str,
-    output: str,
-    data: str,
-    samples: int,
-    ranges: dict[str, list[float]],
-    nodes_to_exclude: list[str],
-    crops: dict[str, dict[int, int]] | None = None,
-) -> dict[str, Any]:
-    """Quantize `source` into `output` (atomic); `ranges` maps tensor -> [rmin, rmax]."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+def _activation_params(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (zero point, scale) of the range [lo, hi], as onnxruntime's QDQ quantizer computes them."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
-    from t2vtrt.build.graphfiles import load_graph, needs_external_data, save_graph
-    from t2vtrt.calibration.qdq import activation_quantizers, unquantize_fallbacks
-    from t2vtrt.calibration.reader import FeedReader, tool_feeds
+    qmin, qmax = get_qmin_qmax_for_qType(TensorProto.UINT8, reduce_range=False, symmetric=False)
+    zero, scale = compute_scale_zp(np.float32(lo), np.float32(hi), qmin, qmax, False, None)
+    return np.asarray(zero, dtype=np.uint8), np.asarray(scale, dtype=np.float32)
 
-    logging.getLogger().setLevel(logging.ERROR)
-    feeds = tool_feeds(data, samples, crops)
-    float_matmuls = activation_matmuls(load_graph(Path(source)))
-    overrides = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in ranges.items()}
-    with tempfile.TemporaryDirectory(prefix="t2vtrt-u8s8.") as tmp:
-        out = Path(tmp) / "u8s8.onnx"
-        quantize_static(
-            model_input=source,
-            model_output=str(out),
-            calibration_data_reader=FeedReader(feeds),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=OP_TYPES,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=sorted(set(nodes_to_exclude) | set(float_matmuls)),
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={
-                "TensorQuantOverrides": overrides,
-                "ActivationSymmetric": False,
-                "WeightSymmetric": True,
-                "OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OP_TYPES,
-            },
-            use_external_data_format=needs_external_data(Path(source)),
+
+def _weight_params(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel symmetric int8 (zero points, scales) along `axis`, as onnxruntime's QDQ quantizer computes them."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import compute_data_quant_params
+
+    params = [compute_data_quant_params(values.take(i, axis).ravel(), TensorProto.INT8, True, reduce_range=False) for i in range(values.shape[axis])]
+    return np.asarray([z for z, _ in params], dtype=np.int8), np.asarray([s for _, s in params], dtype=np.float32)
+
+
+def _fit_int32_bias(bias: np.ndarray, input_scale: np.ndarray, weight_scale: np.ndarray) -> np.ndarray:
+    """Weight scales raised where input_scale * weight_scale would overflow an int32 bias (onnxruntime's rule)."""
+    int32 = np.iinfo(np.int32)
+    qrange = np.float64(int32.max) - np.float64(int32.min + 1)
+    smallest = 1.0001 * (2.0 * np.abs(bias.astype(np.float64))) / qrange
+    candidate = np.float64(input_scale) * weight_scale.astype(np.float64)
+    low = (candidate < smallest) & (candidate > 0.0)
+    adjusted = weight_scale.copy()
+    adjusted[low] = (weight_scale.astype(np.float64)[low] * (smallest[low] / candidate[low])).astype(np.float32)
+    return adjusted
+
+
+def _int32_bias(bias: np.ndarray, input_scale: np.ndarray, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 bias, its per-channel scale = input scale x weight scale), rounded and clipped as onnxruntime does."""
+    scale = (input_scale * weight_scale).astype(np.float32)
+    int32 = np.iinfo(np.int32)
+    values = np.clip((bias.astype(np.float64) / scale.astype(np.float64)).round(), np.float64(int32.min), np.float64(int32.max))
+    return values.astype(np.int32), scale
+
+
+class _Plan(NamedTuple):
+    """What the U8S8 graph quantizes: activations, weights (-> axis), biases per reader (-> (bias, weight, input)), nodes."""
+
+    activations: list[str]
+    weights: dict[str, int]
+    biases: dict[str, tuple[str, str, str]]
+    nodes: list[Any]
+
+
+def _plan(model: Any, skip: set[str]) -> _Plan:
+    """onnxruntime's QDQ choice for Conv/MatMul/Gemm: input 0, weight per channel, int32 bias, Conv outputs too."""
+    from t2vtrt.calibration.placement import weight_axis
+
+    inits = {t.name for t in model.graph.initializer}
+    activations: dict[str, None] = {}
+    weights: dict[str, int] = {}
+    biases: dict[str, tuple[str, str, str]] = {}
+    nodes = [n for n in model.graph.node if n.op_type in OP_TYPES and n.name not in skip]
+    for node in nodes:
+        activations[node.input[0]] = None
+        if node.input[1] in inits:
+            weights[node.input[1]] = weight_axis(node)
+        else:
+            activations[node.input[1]] = None
+        if len(node.input) > 2 and node.input[2] in inits and node.input[1] in inits:
+            # Per reader: a bias several layers share (the exporter merges equal constants) scales with each one's input.
+            biases[node.name] = (node.input[2], node.input[1], node.input[0])
+        if node.op_type not in FLOAT_OUTPUT_OP_TYPES:
+            activations[node.output[0]] = None
+    return _Plan(list(activations), weights, biases, nodes)
+
+
+def write_u8s8_graph(source: str, output: str, ranges: dict[str, list[float]], nodes_to_exclude: list[str]) -> dict[str, Any]:
+    """The U8S8 graph of `source` at `output` (atomic; weights quantized one at a time as the file is written).
+
+    `ranges`: tensor -> [rmin, rmax]. The result is onnxruntime `quantize_static`'s QDQ graph for these settings
+    (uint8 activations, per-channel int8 weights, int32 biases, Conv/MatMul/Gemm, Conv outputs quantized,
+    MatMul/Gemm outputs float, FP16-fallback nodes reading float): tests/calibration/test_u8s8.py holds it to
+    quantize_static's own graph. quantize_static itself holds several copies of the weights and runs its own
+    calibration pass: past 15 GB on the 1.41B UNet3D.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.quant_utils import quantize_onnx_initializer
+
+    from t2vtrt.build.graphfiles import load_graph, needs_external_data, read_array, save_graph
+    from t2vtrt.calibration.placement import rewire
+
+    model = load_graph(Path(source))
+    float_matmuls = activation_matmuls(model)
+    skip = set(nodes_to_exclude) | set(float_matmuls)
+    plan = _plan(model, skip)
+    uncovered = [t for t in plan.activations if t not in ranges]
+    if uncovered:
+        raise T2VError(f"the U8S8 graph quantizes {len(uncovered)} tensors calibration has no range for, e.g. {uncovered[0]}")
+    inits = {t.name: t for t in model.graph.initializer}
+    act = {t: _activation_params(*ranges[t]) for t in plan.activations}
+    weight = {w: _weight_params(read_array(inits[w]), axis) for w, axis in plan.weights.items()}
+    for b, w, x in plan.biases.values():
+        weight[w] = (weight[w][0], _fit_int32_bias(read_array(inits[b]), act[x][1], weight[w][1]))
+    added: dict[str, list[Any]] = {}
+    dequantized: dict[str, str] = {}
+    new_inits: list[Any] = []
+    for t, (zero, scale) in act.items():
+        new_inits += [numpy_helper.from_array(scale, f"{t}_scale"), numpy_helper.from_array(zero, f"{t}_zero_point")]
+        added[t] = [
+            helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_QuantizeLinear_Output"], name=f"{t}_QuantizeLinear"),
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{t}_QuantizeLinear_Output", f"{t}_scale", f"{t}_zero_point"],
+                [f"{t}_DequantizeLinear_Output"],
+                name=f"{t}_DequantizeLinear",
+            ),
+        ]
+        dequantized[t] = f"{t}_DequantizeLinear_Output"
+    stand_ins: dict[str, Any] = {}
+    for w, (zero, scale) in weight.items():
+        stand_in = TensorProto(name=f"{w}_quantized", dims=list(inits[w].dims), data_type=TensorProto.INT8)  # bytes: fill()
+        stand_ins[stand_in.name] = (inits[w], zero, scale, plan.weights[w])
+        new_inits += [stand_in, numpy_helper.from_array(scale, f"{w}_scale"), numpy_helper.from_array(zero, f"{w}_zero_point")]
+        added[w] = [_dequantize(f"{w}_quantized", f"{w}_scale", f"{w}_zero_point", f"{w}_DequantizeLinear_Output", plan.weights[w])]
+        dequantized[w] = f"{w}_DequantizeLinear_Output"
+    readers = _readers(model, plan, skip)
+    for count, (node, (b, w, x)) in enumerate(plan.biases.items()):
+        values, scale = _int32_bias(read_array(inits[b]), act[x][1], weight[w][1])
+        q = f"{b}_quantized_{count}"
+        new_inits += [
+            numpy_helper.from_array(values, q),
+            numpy_helper.from_array(scale, f"{q}_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int32), f"{q}_zero_point"),
+        ]
+        added[q], dequantized[q], readers[q] = (
+            [_dequantize(q, f"{q}_scale", f"{q}_zero_point", f"{q}_dequantized", 0)],
+            f"{q}_dequantized",
+            [(node, 2)],
         )
-        model = load_graph(out)
-        uncovered = sorted(set(activation_quantizers(model)) - set(ranges))
-        if uncovered:
-            raise T2VError(f"the U8S8 graph quantizes {len(uncovered)} tensors calibration has no range for, e.g. {uncovered[0]}")
-        # Output quantization shares Q/DQ pairs with every reader of a tensor, fallback nodes included.
-        model, rewired = unquantize_fallbacks(model, set(nodes_to_exclude) | set(float_matmuls))
-        quantized = len(activation_quantizers(model))
-        save_graph(model, Path(output))  # inside the block: large weights are read from `tmp` as they are written
-    return {"quantized_tensors": quantized, "rewired_fallback_nodes": rewired, "float_activation_matmuls": len(float_matmuls)}
+    model.graph.initializer.extend(new_inits)
+    rewire(model, readers, dequantized, added)
+    still_read = {i for n in model.graph.node for i in n.input}
+    replaced = set(plan.weights) | {b for b, _, _ in plan.biases.values()}
+    for init in [i for i in model.graph.initializer if i.name in replaced]:
+        if init.name not in still_read:
+            model.graph.initializer.remove(init)  # only its quantized copy is read now
+
+    def fill(tensor: Any) -> bytes | None:
+        """A stand-in int8 weight's bytes: its float weight read and quantized now."""
+        if tensor.name not in stand_ins or tensor.raw_data:
+            return None
+        source_weight, zero, scale, axis = stand_ins[tensor.name]
+        return quantize_onnx_initializer(
+            numpy_helper.from_array(read_array(source_weight), source_weight.name), TensorProto.INT8, zero, scale, axis
+        ).raw_data
+
+    save_graph(model, Path(output), external=needs_external_data(Path(source)), fill=fill)
+    return {"quantized_tensors": len(act), "quantized_weights": len(weight), "float_activation_matmuls": len(float_matmuls)}
+
+
+def _dequantize(values: str, scale: str, zero: str, out: str, axis: int) -> Any:
+    """A per-channel DequantizeLinear of a stored integer tensor."""
+    from onnx import helper
+
+    return helper.make_node("DequantizeLinear", [values, scale, zero], [out], name=f"{out}_node", axis=axis)
+
+
+def _readers(model: Any, plan: _Plan, skip: set[str]) -> dict[str, list[tuple[str, int]]]:
+    """Per quantized activation and weight, the inputs that read its dequantized copy: every reader but the float nodes."""
+    quantized, activations = {*plan.activations, *plan.weights}, set(plan.activations)
+    planned = {n.name for n in plan.nodes}
+    readers: dict[str, list[tuple[str, int]]] = {t: [] for t in quantized}
+    for node in model.graph.node:
+        if node.name in skip:
+            continue
+        for index, name in enumerate(node.input):
+            if name in quantized and (name in activations or node.name in planned):  # a weight: only its quantized readers
+                readers[name].append((node.name, index))
+    return readers

@@ -10,8 +10,8 @@ import pytest
 
 from t2vtrt.build.artifacts import ArtifactPaths
 
-# Smaller than budgets.json's 'tiny' so the whole module stays well inside its time budget; the tools'
-# own calibration pass sees cropped feeds (tool_frames), so every structure and gate check covers that path.
+# Smaller than budgets.json's 'tiny' so the whole module stays well inside its time budget; the placement
+# sees cropped shapes (tool_frames), so every structure and gate check covers that path.
 TEST_BUDGET = {
     "prompts": 8,
     "samples": 32,
@@ -19,7 +19,6 @@ TEST_BUDGET = {
     "eval_samples": 8,
     "sweep_samples": 4,
     "video_prompts": 1,
-    "tool_samples": 2,
     "tool_frames": 2,
 }
 

@@ -87,7 +87,7 @@ def test_trt_graph_structure(calibrated) -> None:  # type: ignore[no-untyped-def
 
 
 def test_cpuverify_has_the_same_scales_in_fp32(calibrated) -> None:  # type: ignore[no-untyped-def]
-    """The gate's graph: ModelOpt imported our cache exactly; the TensorRT graph has it to FP16 rounding."""
+    """The gate's graph carries our cache's scales exactly; the TensorRT graph has them to FP16 rounding."""
     paths, _, _ = calibrated
     cp = CalibPaths(paths)
     verify, trt = load_graph(cp.cpuverify_graph), load_graph(cp.trt_graph)
