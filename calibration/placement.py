@@ -169,7 +169,7 @@ def weight_scale(values: np.ndarray, axis: int | None) -> np.ndarray:
     return np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
 
 
-def _qdq_pair(tensor: str, axis: int | None) -> list[Any]:
+def qdq_pair(tensor: str, axis: int | None) -> list[Any]:
     """QuantizeLinear -> DequantizeLinear of `tensor` with its `<tensor>_scale` / `_zero_point` (ModelOpt's names)."""
     from onnx import helper
 
@@ -211,7 +211,7 @@ def insert_qdq(model: Any, readers: dict[str, list[Edge]], scales: dict[str, flo
         model.graph.initializer.extend(
             [numpy_helper.from_array(np.asarray(scale), f"{tensor}_scale"), numpy_helper.from_array(zero, f"{tensor}_zero_point")]
         )
-        pairs[tensor] = _qdq_pair(tensor, axis if np.ndim(scale) == 1 else None)
+        pairs[tensor] = qdq_pair(tensor, axis if np.ndim(scale) == 1 else None)
     rewire(model, readers, {t: f"{t}_DequantizeLinear_Output" for t in readers}, pairs)
     return model
 

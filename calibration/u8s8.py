@@ -130,11 +130,11 @@ def write_u8s8_graph(source: str, output: str, ranges: dict[str, list[float]], n
     quantize_static's own graph. quantize_static itself holds several copies of the weights and runs its own
     calibration pass: past 15 GB on the 1.41B UNet3D.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, numpy_helper
     from onnxruntime.quantization.quant_utils import quantize_onnx_initializer
 
     from t2vtrt.build.graphfiles import load_graph, needs_external_data, read_array, save_graph
-    from t2vtrt.calibration.placement import rewire
+    from t2vtrt.calibration.placement import qdq_pair, rewire
 
     model = load_graph(Path(source))
     float_matmuls = activation_matmuls(model)
@@ -153,15 +153,7 @@ def write_u8s8_graph(source: str, output: str, ranges: dict[str, list[float]], n
     new_inits: list[Any] = []
     for t, (zero, scale) in act.items():
         new_inits += [numpy_helper.from_array(scale, f"{t}_scale"), numpy_helper.from_array(zero, f"{t}_zero_point")]
-        added[t] = [
-            helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_QuantizeLinear_Output"], name=f"{t}_QuantizeLinear"),
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{t}_QuantizeLinear_Output", f"{t}_scale", f"{t}_zero_point"],
-                [f"{t}_DequantizeLinear_Output"],
-                name=f"{t}_DequantizeLinear",
-            ),
-        ]
+        added[t] = qdq_pair(t, None)
         dequantized[t] = f"{t}_DequantizeLinear_Output"
     stand_ins: dict[str, Any] = {}
     for w, (zero, scale) in weight.items():
