@@ -88,12 +88,12 @@ def check_surgery(paths: ArtifactPaths, info: dict[str, Any]) -> dict[str, str]:
 
 
 def quantize_inputs(paths: ArtifactPaths) -> dict[str, Any]:
-    """What the quantize stage reads: the model hash, the FP32 denoiser and the precision plan (hashes)."""
+    """What the quantize stage reads: the model hash, the FP32 denoiser (graph_digest: with its .data) and the plan (hashes)."""
     info = read_export_info(paths)
     plan = paths.calib_dir / "precision_plan.json"
     return {
         "model_hash": info["model"]["hash"],
-        "denoiser.opt.onnx": _sha_or_none(paths.onnx("denoiser", "opt")),
+        "denoiser.opt.onnx": graph_digest(paths.onnx("denoiser", "opt")) if paths.onnx("denoiser", "opt").is_file() else None,
         "precision_plan.json": _sha_or_none(plan),
     }
 
@@ -136,7 +136,7 @@ def int8_staleness(paths: ArtifactPaths, graph: Path, model_hash: str, opt_sha: 
         source = json.loads(plan_file.read_text())["source"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"{_rel(graph, paths)} has no record of what it was made from"
-    if source != opt_sha:
+    if source != sha256_file(paths.onnx("denoiser", "opt")):  # the plan hashes the graph file, not its .data
         return f"{_rel(graph, paths)} was calibrated on another denoiser graph"
     return None
 

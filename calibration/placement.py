@@ -23,6 +23,7 @@ nvidia-modelopt, and the oracle test fails the day an upgrade changes what they 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -100,7 +101,57 @@ def _shapes_only(graph: Any) -> None:
             tensor._values = np.broadcast_to(np.zeros((), dtype=dtype), tuple(proto.dims))
 
 
-def _modelopt_selection(model: Any, shapes: dict[str, list[int]], exclude: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
+def _measured_shapes(model: Any, source: Path, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """The shapes of `names` in one ONNX Runtime run on `feed`: a Shape node per tensor, so only shapes come out."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from t2vtrt.build.graphfiles import all_tensors, external_ref, is_external
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)  # weights are references to their files: a small copy
+    for tensor in all_tensors(probe):
+        if is_external(tensor):  # relative again: ONNX Runtime reads external data only below the graph's folder
+            location = next(e for e in tensor.external_data if e.key == "location")
+            location.value = os.path.relpath(external_ref(tensor)[0], source.parent.resolve())
+    outputs = {name: f"{name}/t2vtrt_shape" for name in names}
+    probe.graph.node.extend(helper.make_node("Shape", [name], [out]) for name, out in outputs.items())
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_tensor_value_info(out, TensorProto.INT64, [None]) for out in outputs.values())
+    path = source.parent / f".{source.name}.{os.getpid()}.shapes.onnx"
+    try:
+        onnx.save(probe, str(path))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # each Shape runs as its tensor is made
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        values = session.run(list(outputs.values()), {i.name: feed[i.name] for i in session.get_inputs()})
+    finally:
+        path.unlink(missing_ok=True)
+    return {name: tuple(int(d) for d in value) for name, value in zip(outputs, values)}
+
+
+def _gemv_exclusions(model: Any, graph: Any, source: Path, feed: dict[str, np.ndarray]) -> list[str]:
+    """ModelOpt's GEMV / small-GEMM rule (`_exclude_matmuls_by_inference`) on MatMul shapes measured in one run on `feed`."""
+    from modelopt.onnx.quantization import graph_utils
+    from onnx_graphsurgeon import Variable
+
+    matmuls = [n for n in graph.nodes if n.op in {"MatMul", "Gemm"}]
+    if not matmuls:
+        return []
+    names = list(dict.fromkeys([n.outputs[0].name for n in matmuls] + [n.inputs[1].name for n in matmuls if isinstance(n.inputs[1], Variable)]))
+    shapes = _measured_shapes(model, source, names, feed)
+    measured = {name: np.broadcast_to(np.zeros((), np.uint8), shape) for name, shape in shapes.items()}  # shapes, no data
+    run = graph_utils.get_extended_model_outputs
+    graph_utils.get_extended_model_outputs = lambda *args, **kwargs: measured  # ModelOpt's own run would load every weight
+    try:
+        return list(graph_utils._exclude_matmuls_by_inference("", shape_probe(model), matmuls, False, [], None, ["cpu"]))
+    finally:
+        graph_utils.get_extended_model_outputs = run
+
+
+def _modelopt_selection(model: Any, source: Path, feed: dict[str, np.ndarray], exclude: list[str]) -> tuple[list[str], set[tuple[str, str]]]:
     """ModelOpt's INT8 choice: (nodes to quantize, (reader, tensor) inputs left unquantized), from structure and shapes."""
     import onnx_graphsurgeon as gs
     from modelopt.onnx.quantization import graph_utils, int8
@@ -109,24 +160,21 @@ def _modelopt_selection(model: Any, shapes: dict[str, list[int]], exclude: list[
     graph = gs.import_onnx(model)
     graph.toposort()
     _shapes_only(graph)
-    matmuls = [n for n in graph.nodes if n.op in {"MatMul", "Gemm"}]
-    # ModelOpt fixes the probe's input shapes in place
-    excluded = graph_utils._exclude_matmuls_by_shape_inference(shape_probe(model), matmuls, shapes) if matmuls else []
-    excluded = graph_utils.find_nodes_to_exclude(graph, excluded + list(exclude), [])
+    excluded = graph_utils.find_nodes_to_exclude(graph, _gemv_exclusions(model, graph, source, feed) + list(exclude), [])
     excluded.extend(graph_utils.find_nodes_from_convs_to_exclude(graph, quantize_mode="int8"))
     nodes, no_quantize = int8._find_nodes_to_quantize(graph, get_quantizable_op_types([]), excluded)
     skip = set(excluded)
     return [n.name for n in nodes if n.name not in skip], {(dst.name, tensor) for _, dst, tensor in no_quantize}
 
 
-def select_tensors(model: Any, shapes: dict[str, list[int]], exclude: Sequence[str] = ()) -> dict[str, list[Edge]]:
+def select_tensors(model: Any, source: Path, feed: dict[str, np.ndarray], exclude: Sequence[str] = ()) -> dict[str, list[Edge]]:
     """Quantized tensor -> the reader inputs that read its dequantized copy, in graph order.
 
-    `shapes`: the denoiser inputs' shapes for ModelOpt's GEMV check; `exclude`: nodes that stay in float
-    (they also never read a dequantized tensor).
+    `model` is the graph at `source`; `feed`: one denoiser call whose shapes ModelOpt's GEMV check measures (as
+    ModelOpt runs its calibration data); `exclude`: nodes that stay in float (they never read a dequantized tensor).
     """
     nodes = {n.name: n for n in model.graph.node}
-    selected, no_quantize = _modelopt_selection(model, shapes, list(exclude))
+    selected, no_quantize = _modelopt_selection(model, source, feed, list(exclude))
     quantizable = _quantizable_op_types(sorted({n.op_type for n in model.graph.node}))
     types = _tensor_types(model)
     tensors: dict[str, None] = {}
@@ -235,15 +283,16 @@ def rewire(model: Any, readers: dict[str, list[Edge]], dequantized: dict[str, st
 
 
 def write_qdq_graph(
-    source: str, output: str, shapes: dict[str, list[int]], nodes_to_exclude: list[str], scales: dict[str, float] | None = None
+    source: str, output: str, data: str, crops: dict[str, dict[int, int]] | None, nodes_to_exclude: list[str], scales: dict[str, float] | None = None
 ) -> dict[str, Any]:
     """The source graph with ModelOpt-placed Q/DQ, FP32 elsewhere, saved atomically to `output` (weights streamed)."""
     from t2vtrt.build.graphfiles import load_graph, save_graph
+    from t2vtrt.calibration.reader import tool_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("modelopt").setLevel(logging.ERROR)
     model = load_graph(Path(source))
-    readers = select_tensors(model, shapes, nodes_to_exclude)
+    readers = select_tensors(model, Path(source), tool_feeds(data, 1, crops)[0], nodes_to_exclude)
     insert_qdq(model, readers, scales or {})
     save_graph(model, Path(output))
     return {"quantized_tensors": len(readers), "quantized_inputs": sum(len(e) for e in readers.values())}
@@ -253,7 +302,6 @@ def write_quantized_graphs(
     source: str,
     int8_qdq: str,
     int8: str,
-    shapes: dict[str, list[int]],
     nodes_to_exclude: list[str],
     scales: dict[str, float],
     data: str,
@@ -268,7 +316,7 @@ def write_quantized_graphs(
     from t2vtrt.build import precision
     from t2vtrt.calibration.reader import tool_feeds
 
-    summary = write_qdq_graph(source, int8_qdq, shapes, nodes_to_exclude, scales)
+    summary = write_qdq_graph(source, int8_qdq, data, crops, nodes_to_exclude, scales)
     # Inside the graph's folder: ONNX Runtime reads external data only below it.
     with tempfile.TemporaryDirectory(prefix=".fp16.", dir=Path(int8_qdq).parent) as work:
         model, fill = precision.convert(Path(int8_qdq), "fp16", tool_feeds(data, 1, crops), Path(work))

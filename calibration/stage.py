@@ -139,13 +139,6 @@ def tool_crops(paths: ArtifactPaths, budget: Budget) -> dict[str, dict[int, int]
     return {name: axes for name, axes in crops.items() if axes}
 
 
-def _placement_shapes(paths: ArtifactPaths, budget: Budget) -> dict[str, list[int]]:
-    """The denoiser inputs' shapes ModelOpt's GEMV check sees: the first captured call, cropped as for the tools."""
-    from t2vtrt.calibration.reader import tool_feeds
-
-    return {name: list(value.shape) for name, value in tool_feeds(str(CalibPaths(paths).data), 1, tool_crops(paths, budget))[0].items()}
-
-
 def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Event | None) -> Any:
     """The Q/DQ placement with every quantizable node quantized, FP32 elsewhere (for ranges and the sweep).
 
@@ -157,7 +150,13 @@ def _layout(paths: ArtifactPaths, cp: CalibPaths, budget: Budget, on_event: Even
         run_isolated(
             Call(
                 "t2vtrt.calibration.placement:write_qdq_graph",
-                {"source": str(cp.source), "output": str(cp.layout), "shapes": _placement_shapes(paths, budget), "nodes_to_exclude": []},
+                {
+                    "source": str(cp.source),
+                    "output": str(cp.layout),
+                    "data": str(cp.data),
+                    "crops": tool_crops(paths, budget),
+                    "nodes_to_exclude": [],
+                },
                 paths.root / "logs" / "placement-layout.log",
             )
         )
@@ -311,7 +310,6 @@ def _quantize_all(
                 "source": str(cp.source),
                 "int8_qdq": str(out["int8-qdq"]),
                 "int8": str(out["int8"]),
-                "shapes": _placement_shapes(paths, budget),
                 "nodes_to_exclude": excluded,
                 "scales": act_scales,
                 "data": str(cp.data),

@@ -15,7 +15,7 @@ from t2vtrt.calibration.isolate import Call, run_isolated
 from t2vtrt.calibration.paths import CalibPaths
 from t2vtrt.calibration.placement import weight_scale
 from t2vtrt.calibration.reader import tool_feeds
-from t2vtrt.calibration.stage import _placement_shapes, tool_crops
+from t2vtrt.calibration.stage import tool_crops
 
 from .conftest import small_budget
 
@@ -40,7 +40,8 @@ def modelopt_layout(source: str, output: str, data: str, crops: dict[str, dict[i
 
 def _place(paths: Any, out: Path, exclude: list[str], scales: dict[str, float] | None = None) -> Any:
     """Our placement of the model's denoiser into `out` (in a child, as the stages run it); the graph."""
-    call = {"source": str(CalibPaths(paths).source), "output": str(out), "shapes": _placement_shapes(paths, small_budget())}
+    cp = CalibPaths(paths)
+    call = {"source": str(cp.source), "output": str(out), "data": str(cp.data), "crops": tool_crops(paths, small_budget())}
     run_isolated(
         Call("t2vtrt.calibration.placement:write_qdq_graph", {**call, "nodes_to_exclude": exclude, "scales": scales}, out.with_suffix(".log"))
     )
@@ -132,11 +133,11 @@ def test_weight_scale_per_channel_and_zero() -> None:
     assert weight_scale(weights, None) == pytest.approx(2.0)
 
 
-def selection(source: str, shapes: dict[str, list[int]]) -> dict[str, list[tuple[str, int]]]:
+def selection(source: str, data: str) -> dict[str, list[tuple[str, int]]]:
     """select_tensors on the graph at `source` (in a child: ModelOpt's setup patches onnxruntime)."""
     from t2vtrt.calibration.placement import select_tensors
 
-    return select_tensors(load_graph(Path(source)), shapes)
+    return select_tensors(load_graph(Path(source)), Path(source), tool_feeds(data, 1, {"sample": {2: 2}})[0])
 
 
 def test_weights_on_disk_give_the_same_selection(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +148,7 @@ def test_weights_on_disk_give_the_same_selection(calibrated, tmp_path: Path) -> 
     source = CalibPaths(paths).source
     external = save_graph(load_graph(source), tmp_path / "external.onnx", external=True)
     assert data_path(external).stat().st_size > 1 << 20
-    shapes = _placement_shapes(paths, small_budget())
-    calls = [Call(f"{__name__}:selection", {"source": str(path), "shapes": shapes}, tmp_path / f"{path.stem}.log") for path in (source, external)]
+    data = str(CalibPaths(paths).data)
+    calls = [Call(f"{__name__}:selection", {"source": str(path), "data": data}, tmp_path / f"{path.stem}.log") for path in (source, external)]
     inline, on_disk = run_isolated(*calls)
     assert on_disk == inline and len(inline) > 100

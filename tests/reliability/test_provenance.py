@@ -12,7 +12,8 @@ from cli_run import assert_one_line_error, snapshot, t2vtrt
 
 from t2vtrt.build.artifacts import ArtifactPaths
 from t2vtrt.build.engines.cpu import build_cpu_target
-from t2vtrt.build.provenance import record_quantized
+from t2vtrt.build.graphfiles import load_graph, save_graph
+from t2vtrt.build.provenance import graph_digest, int8_staleness, ledger_path, quantize_inputs, record_quantized
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import sha256_file
 
@@ -68,6 +69,20 @@ def test_ledger_wins_over_a_matching_plan(tiny_paths: ArtifactPaths, tmp_path: P
     info = json.loads(paths.export_info.read_text())
     record_quantized(paths, {"model_hash": info["model"]["hash"], "denoiser.opt.onnx": "1" * 64, "precision_plan.json": None})
     assert _variants(build_cpu_target(paths)) == {"fp32"}
+
+
+def test_int8_of_a_graph_with_external_weights_ships(tiny_paths: ArtifactPaths, tmp_path: Path) -> None:
+    """A denoiser past 2 GB keeps its weights in denoiser.opt.onnx.data: quantize's record matches the chain's digest of it."""
+    paths = _onnx_copy(tiny_paths, tmp_path)
+    opt = paths.onnx("denoiser", "opt")
+    save_graph(load_graph(opt), opt, external=True)
+    graph = _fake_int8(paths, sha256_file(opt))
+    record_quantized(paths, quantize_inputs(paths))
+    model_hash = json.loads(paths.export_info.read_text())["model"]["hash"]
+    assert int8_staleness(paths, graph, model_hash, graph_digest(opt)) is None
+    ledger_path(paths).unlink()  # no ledger: the plan's hash of the graph file decides
+    assert int8_staleness(paths, graph, model_hash, graph_digest(opt)) is None
+    assert graph_digest(opt) != sha256_file(opt)
 
 
 def test_int8_without_any_record_is_dropped(tiny_paths: ArtifactPaths, tmp_path: Path) -> None:
