@@ -11,12 +11,13 @@ Why not ModelOpt's `quantize()` itself: it loads the weights into memory several
 graphsurgeon copy, the GEMV probe's copy, onnxruntime's quantizer and calibration sessions) and calibrates
 ranges we then replace. On the 1.41B-parameter UNet3D (5.43 GB graph) it was OOM-killed at 22.1 GB on a 24 GB
 host. Here a weight is read twice (its per-channel |max|, then when the graph is saved) and never held beyond
-itself. tests/calibration/test_placement.py holds the result to ModelOpt's own graph on a real model: the same
+itself; one ONNX Runtime run on the first captured call measures the MatMul shapes ModelOpt's GEMV rule
+reads. tests/calibration/test_placement.py holds the result to ModelOpt's own graph on a real model: the same
 quantized tensors, the same readers, the same weight scales.
 
 Call `write_qdq_graph` in a child process (isolate.run_isolated): ModelOpt's registry setup patches
 onnxruntime's quantization classes process-wide. The selection calls two of ModelOpt's private functions
-(`int8._find_nodes_to_quantize`, `graph_utils._exclude_matmuls_by_shape_inference`): constraints.txt pins
+(`int8._find_nodes_to_quantize`, `graph_utils._exclude_matmuls_by_inference`): constraints.txt pins
 nvidia-modelopt, and the oracle test fails the day an upgrade changes what they decide.
 """
 
