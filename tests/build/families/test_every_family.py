@@ -53,7 +53,8 @@ def test_int8_end_to_end(built: tuple[str, ArtifactPaths, dict[str, Any]]) -> No
     family, paths, summary = built
     plan = json.loads((paths.calib_dir / "precision_plan.json").read_text())
     swept = [g for g in plan["groups"] if not g["name"].startswith("default:")]
-    assert swept and all(block_and_kind(g["nodes"][0], get_family(family))[0] != "other" for g in swept[:3])
+    # In graph order a group of nodes outside the blocks (e.g. readers of the time embedding) may come early.
+    assert len([g for g in swept if block_and_kind(g["nodes"][0], get_family(family))[0] != "other"]) >= 3
     assert all(g["decision"] == "fp16" for g in plan["groups"] if g["name"].startswith("default:"))
     assert summary["passed"] and all(v["passed"] for v in summary["variants"])
     manifest = json.loads((paths.engines_dir("cpu") / "manifest.json").read_text())
