@@ -148,6 +148,14 @@ def externalize(model: onnx.ModelProto, spill: Path, threshold: int | None = Non
     return copy
 
 
+def relative_locations(model: onnx.ModelProto, base: Path) -> None:
+    """Make every external location relative to `base` again (in place): ONNX Runtime reads data only below a graph's folder."""
+    for tensor in all_tensors(model):
+        if is_external(tensor):
+            location = next(e for e in tensor.external_data if e.key == "location")
+            location.value = os.path.relpath(external_ref(tensor)[0], Path(base).resolve())
+
+
 def read_bytes(tensor: onnx.TensorProto) -> bytes:
     """The raw little-endian bytes of a tensor, read from its file when external."""
     if not is_external(tensor):

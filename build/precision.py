@@ -296,15 +296,11 @@ def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> di
     from modelopt.onnx.autocast.referencerunner import TensorStats
     from onnx import TensorProto, helper
 
-    from t2vtrt.build.graphfiles import all_tensors, external_ref, is_external
+    from t2vtrt.build.graphfiles import relative_locations
 
     ref = onnx.ModelProto()
     ref.CopyFrom(model)  # weights are references to their files: a small copy
-    base = source.parent.resolve()
-    for tensor in all_tensors(ref):
-        if is_external(tensor):  # relative again: ONNX Runtime reads external data only beside the graph
-            location = next(e for e in tensor.external_data if e.key == "location")
-            location.value = os.path.relpath(external_ref(tensor)[0], base)
+    relative_locations(ref, source.parent)
     graph = ref.graph
     types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.output)}
     del graph.value_info[:]

@@ -108,14 +108,11 @@ def _measured_shapes(model: Any, source: Path, names: list[str], feed: dict[str,
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from t2vtrt.build.graphfiles import all_tensors, external_ref, is_external
+    from t2vtrt.build.graphfiles import relative_locations
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)  # weights are references to their files: a small copy
-    for tensor in all_tensors(probe):
-        if is_external(tensor):  # relative again: ONNX Runtime reads external data only below the graph's folder
-            location = next(e for e in tensor.external_data if e.key == "location")
-            location.value = os.path.relpath(external_ref(tensor)[0], source.parent.resolve())
+    relative_locations(probe, source.parent)
     outputs = {name: f"{name}/t2vtrt_shape" for name in names}
     probe.graph.node.extend(helper.make_node("Shape", [name], [out]) for name, out in outputs.items())
     del probe.graph.output[:]
