@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import shutil
 import time
@@ -202,11 +203,16 @@ def export_all(
     opset: int,
     on_done: Callable[[str, float], None] | None = None,
 ) -> dict[str, Path]:
-    """Export every component; `on_done(name, seconds)` reports progress."""
+    """Export every component, taking each out of `modules` once written; `on_done(name, seconds)` reports progress.
+
+    A written component's weights are freed before the next export: at real size the text encoder's would
+    otherwise sit beside the denoiser's export, the stage's peak.
+    """
     paths = {}
     for name, spec in specs.items():
         start = time.perf_counter()
-        paths[name] = export_component(modules[name], spec, out_dir / f"{name}.onnx", exporter, opset)
+        paths[name] = export_component(modules.pop(name), spec, out_dir / f"{name}.onnx", exporter, opset)
+        gc.collect()  # its weights go now, not at some later cycle collection
         if on_done:
             on_done(name, time.perf_counter() - start)
     return paths

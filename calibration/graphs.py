@@ -11,8 +11,12 @@ import numpy as np
 from t2vtrt.runtime.backends import Feeds
 
 
-def session(model: Any, threads: int | None = None, node_order: bool = False) -> Any:
-    """An onnxruntime CPU session over a path or an in-memory model; node_order: run ready nodes in graph order."""
+def session(model: Any, threads: int | None = None, node_order: bool = False, arena: bool = True) -> Any:
+    """An onnxruntime CPU session over a path or an in-memory model; node_order: run ready nodes in graph order.
+
+    arena=False: every buffer goes back to the system once read, instead of into ONNX Runtime's pool, which keeps
+    the largest set a run ever held (slower runs, a lower peak where runs hold many weight-sized tensors).
+    """
     import onnxruntime as ort
 
     from t2vtrt.build.graphfiles import EXTERNAL_DATA_BYTES, all_tensors, is_external, save_graph, weight_bytes
@@ -24,6 +28,7 @@ def session(model: Any, threads: int | None = None, node_order: bool = False) ->
         options.intra_op_num_threads = threads
     if node_order:  # priority-based: among ready nodes the earliest in the graph runs first
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    options.enable_cpu_mem_arena = arena
     if isinstance(model, (str, Path)):
         return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
     if weight_bytes(model) < EXTERNAL_DATA_BYTES and not any(is_external(t) for t in all_tensors(model)):

@@ -42,7 +42,7 @@ FLOAT_TYPES = (1, 10, 16)  # FLOAT, FLOAT16, BFLOAT16
 QMAX = 127.0  # symmetric INT8: [-127, 127], as onnxruntime's symmetric weights and TensorRT use
 Edge = tuple[str, int]  # (reader node, input index)
 # Recorded with a layout graph: a layout made by another placement rule is made again.
-PLACEMENT_VERSION = "modelopt-0.47-rules/1"
+PLACEMENT_VERSION = "modelopt-0.47-rules/2"
 
 
 def weight_axis(node: Any) -> int:
