@@ -4,7 +4,9 @@
 - activations: the peak of live intermediate tensors in topological order at the profile's max
   shape (shapes from symbolic shape inference) - the estimate of an engine's context memory;
   attention score tensors are left out for fp16/int8 graphs because TensorRT fuses
-  MatMul-Softmax-MatMul into one kernel there;
+  MatMul-Softmax-MatMul into one kernel there; tensors made from weights alone (a weight's
+  Q/DQ, casts, transposes) are folded into the engine's weights at build time, and in an int8
+  graph every DequantizeLinear is fused into the layer that reads it, which reads the int8 tensor;
 - I/O buffers the runtime allocates at the given shapes.
 """
 
@@ -399,6 +401,25 @@ def _probability_path(softmax_out: str, consumers: dict[str, list[Any]]) -> list
         path.append(tensor)
 
 
+def folded_tensors(model: Any) -> set[str]:
+    """Tensors computed from weights alone (a weight's Q/DQ, Cast, Transpose): TensorRT folds them into its weights."""
+    known = set(_weights(model))
+    folded: set[str] = set()
+    for node in model.graph.node:  # topological order: one pass sees every chain
+        inputs = [name for name in node.input if name]
+        if node.op_type != "Constant" and inputs and all(name in known for name in inputs):
+            outputs = [name for name in node.output if name]
+            known.update(outputs)
+            folded.update(outputs)
+    return folded
+
+
+def not_materialised(model: Any, precision: str) -> set[str]:
+    """Tensors an engine never writes: folded ones, and in an int8 graph every DequantizeLinear output (fused into its reader)."""
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"} if precision == "int8" else set()
+    return folded_tensors(model) | dequantized
+
+
 def activation_peak(model: Any, sizes: dict[str, int | None], skip: set[str]) -> tuple[int, int]:
     """(peak bytes of live intermediates in node order, count of unknown sizes estimated)."""
     steps, unknown = live_timeline(model, sizes, skip)
@@ -475,8 +496,9 @@ def graph_timeline(path: Path, shapes: dict[str, tuple[int, ...]], skip_attentio
     model = graph_without_weights(path)
     sizes = tensor_sizes(model, shapes)
     scores = attention_scores(model) if skip_attention else set()
-    steps, unknown = live_timeline(model, sizes, scores)
-    fused_steps, _ = live_timeline(model, sizes, scores | pointwise_internal(model))
+    skip = scores | not_materialised(model, graph_precision(model))
+    steps, unknown = live_timeline(model, sizes, skip)
+    fused_steps, _ = live_timeline(model, sizes, skip | pointwise_internal(model))
     io = sum(sizes.get(v.name) or 0 for v in (*model.graph.input, *model.graph.output))
     return Timeline(steps, fused_steps, io, sum(sizes.get(s) or 0 for s in scores), unknown)
 
@@ -488,7 +510,7 @@ def _analyze_cached(path: str, stamp: tuple[int, int], shapes: tuple[tuple[str, 
     precision = graph_precision(model)
     sizes = tensor_sizes(model, dict(shapes))
     scores = attention_scores(model) if precision != "fp32" else set()
-    peak, unknown = activation_peak(model, sizes, scores)
+    peak, unknown = activation_peak(model, sizes, scores | not_materialised(model, precision))
     io = sum(sizes.get(v.name) or 0 for v in (*model.graph.input, *model.graph.output))
     produced = [out for node in model.graph.node if node.op_type != "Constant" for out in node.output if out]
     guessed = tuple(name for name in produced if sizes.get(name) is None)[:5]

@@ -69,6 +69,27 @@ def test_int8_qdq_graph_counts_weights_at_one_byte(tmp_path: Path) -> None:
     stats = analyze_graph(_save(tmp_path, graph), {"X": (2, 16)})
     assert stats.precision == "int8"
     assert stats.weights["engine"] == 256 + 4 + 1 and stats.weights["fp32"] == 1024 + 4 + 1
+    # Only Xq is an activation: Wq/Wd are folded into the int8 weight, Xd is fused into the MatMul that reads it.
+    assert stats.activation_bytes == 2 * 16
+
+
+def test_tensors_made_from_weights_alone_are_folded() -> None:
+    """A weight's Transpose -> Cast chain is folded at build time; anything reading an activation is not."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["W"], ["Wt"]),
+            helper.make_node("Cast", ["Wt"], ["Wc"], to=TensorProto.FLOAT16),
+            helper.make_node("Cast", ["X"], ["Xc"], to=TensorProto.FLOAT16),
+            helper.make_node("MatMul", ["Xc", "Wc"], ["out"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT16, [1, 4])],
+        [helper.make_tensor("W", TensorProto.FLOAT, [4, 4], [1.0] * 16)],
+    )
+    model = helper.make_model(graph)
+    assert graph_memory.folded_tensors(model) == {"Wt", "Wc"}
+    assert graph_memory.not_materialised(model, "fp16") == {"Wt", "Wc"}
 
 
 def attention_graph(dtype: int) -> object:
