@@ -156,6 +156,29 @@ def relative_locations(model: onnx.ModelProto, base: Path) -> None:
             location.value = os.path.relpath(external_ref(tensor)[0], Path(base).resolve())
 
 
+def run_probe(probe: onnx.ModelProto, source: Path, feed: dict[str, np.ndarray], tag: str) -> dict[str, np.ndarray]:
+    """Run an edited copy of the graph at `source` (loaded by load_graph) once on `feed`; its outputs by name.
+
+    The probe is saved beside `source` (ONNX Runtime reads weights only below a graph's folder) and run in
+    node order, so whatever the probe adds after a tensor (a reduction, a Shape) runs as that tensor is made
+    and the tensor can go: ONNX Runtime's default order holds every probed tensor until the end.
+    """
+    import onnxruntime as ort
+
+    relative_locations(probe, source.parent)
+    path = source.parent / f".{source.name}.{os.getpid()}.{tag}.onnx"
+    try:
+        onnx.save(probe, str(path))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})))
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def read_bytes(tensor: onnx.TensorProto) -> bytes:
     """The raw little-endian bytes of a tensor, read from its file when external."""
     if not is_external(tensor):

@@ -289,18 +289,17 @@ def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> di
     """AutoCast's reference figures (|max| and size of every tensor) from one FP32 run on `feed`.
 
     AutoCast makes every tensor a graph output, so ONNX Runtime keeps all of them alive at once; here each
-    is reduced to its |max| and element count inside the run, and only those scalars come out.
+    is reduced to its |max| and element count inside the run (in node order: 14.1 GB instead of 2.4 GB on a
+    1.4 GB denoiser, docs/benchmarks.md), and only those scalars come out.
     """
     import onnx
-    import onnxruntime as ort
     from modelopt.onnx.autocast.referencerunner import TensorStats
     from onnx import TensorProto, helper
 
-    from t2vtrt.build.graphfiles import relative_locations
+    from t2vtrt.build.graphfiles import run_probe
 
     ref = onnx.ModelProto()
     ref.CopyFrom(model)  # weights are references to their files: a small copy
-    relative_locations(ref, source.parent)
     graph = ref.graph
     types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.output)}
     del graph.value_info[:]
@@ -320,21 +319,7 @@ def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> di
             wanted[name] = (absmax, size)
     del graph.node[:]
     graph.node.extend(nodes)
-    path = source.parent / f".{source.name}.{os.getpid()}.reference.onnx"
-    try:
-        onnx.save(ref, str(path))
-        del ref
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # In node order each tensor is reduced right after it is made and can go; ONNX Runtime's default
-        # order runs the reductions (graph outputs, read by nothing) late and keeps every tensor until then:
-        # 14.1 GB instead of 2.4 GB on a 1.4 GB denoiser (docs/benchmarks.md).
-        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [n for pair in wanted.values() for n in pair]
-        values = dict(zip(names, session.run(names, feed)))
-    finally:
-        path.unlink(missing_ok=True)
+    values = run_probe(ref, source, feed, "reference")
     stats = {
         name: TensorStats(float(np.max(np.abs(v))) if v.size else 0.0, float(v.min()) if v.size else 0.0, float(v.max()) if v.size else 0.0, v.shape)
         for name, v in feed.items()

@@ -24,7 +24,6 @@ nvidia-modelopt, and the oracle test fails the day an upgrade changes what they 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -105,29 +104,18 @@ def _shapes_only(graph: Any) -> None:
 def _measured_shapes(model: Any, source: Path, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
     """The shapes of `names` in one ONNX Runtime run on `feed`: a Shape node per tensor, so only shapes come out."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from t2vtrt.build.graphfiles import relative_locations
+    from t2vtrt.build.graphfiles import run_probe
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)  # weights are references to their files: a small copy
-    relative_locations(probe, source.parent)
     outputs = {name: f"{name}/t2vtrt_shape" for name in names}
     probe.graph.node.extend(helper.make_node("Shape", [name], [out]) for name, out in outputs.items())
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_tensor_value_info(out, TensorProto.INT64, [None]) for out in outputs.values())
-    path = source.parent / f".{source.name}.{os.getpid()}.shapes.onnx"
-    try:
-        onnx.save(probe, str(path))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED  # each Shape runs as its tensor is made
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        values = session.run(list(outputs.values()), {i.name: feed[i.name] for i in session.get_inputs()})
-    finally:
-        path.unlink(missing_ok=True)
-    return {name: tuple(int(d) for d in value) for name, value in zip(outputs, values)}
+    values = run_probe(probe, source, feed, "shapes")
+    return {name: tuple(int(d) for d in values[out]) for name, out in outputs.items()}
 
 
 def _gemv_exclusions(model: Any, graph: Any, source: Path, feed: dict[str, np.ndarray]) -> list[str]:

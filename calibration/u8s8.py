@@ -10,6 +10,7 @@ a time as the file is written.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -130,11 +131,8 @@ def write_u8s8_graph(source: str, output: str, ranges: dict[str, list[float]], n
     quantize_static's own graph. quantize_static itself holds several copies of the weights and runs its own
     calibration pass: past 15 GB on the 1.41B UNet3D.
     """
-    from onnx import TensorProto, numpy_helper
-    from onnxruntime.quantization.quant_utils import quantize_onnx_initializer
-
-    from t2vtrt.build.graphfiles import load_graph, needs_external_data, read_array, save_graph
-    from t2vtrt.calibration.placement import qdq_pair, rewire
+    from t2vtrt.build.graphfiles import load_graph, needs_external_data, save_graph
+    from t2vtrt.calibration.placement import rewire
 
     model = load_graph(Path(source))
     float_matmuls = activation_matmuls(model)
@@ -144,48 +142,99 @@ def write_u8s8_graph(source: str, output: str, ranges: dict[str, list[float]], n
     if uncovered:
         raise T2VError(f"the U8S8 graph quantizes {len(uncovered)} tensors calibration has no range for, e.g. {uncovered[0]}")
     inits = {t.name: t for t in model.graph.initializer}
+    act, weight = _parameters(plan, ranges, inits)
+    added = _Added(readers=_readers(model, plan, skip))
+    added.activations(act)
+    stand_ins = added.weights(weight, inits, plan)
+    added.biases(plan, act, weight, inits)
+    model.graph.initializer.extend(added.initializers)
+    rewire(model, added.readers, added.dequantized, added.nodes)
+    _drop_replaced(model, set(plan.weights) | {b for b, _, _ in plan.biases.values()})
+    save_graph(model, Path(output), external=needs_external_data(Path(source)), fill=_quantized_weight_fill(stand_ins))
+    return {"quantized_tensors": len(act), "quantized_weights": len(weight), "float_activation_matmuls": len(float_matmuls)}
+
+
+Params = tuple[np.ndarray, np.ndarray]  # (zero point, scale)
+
+
+def _parameters(plan: _Plan, ranges: dict[str, list[float]], inits: dict[str, Any]) -> tuple[dict[str, Params], dict[str, Params]]:
+    """Zero points and scales of every quantized activation and weight (a weight's scale fitted to its int32 bias)."""
+    from t2vtrt.build.graphfiles import read_array
+
     act = {t: _activation_params(*ranges[t]) for t in plan.activations}
     weight = {w: _weight_params(read_array(inits[w]), axis) for w, axis in plan.weights.items()}
     for b, w, x in plan.biases.values():
         weight[w] = (weight[w][0], _fit_int32_bias(read_array(inits[b]), act[x][1], weight[w][1]))
-    added: dict[str, list[Any]] = {}
-    dequantized: dict[str, str] = {}
-    new_inits: list[Any] = []
-    for t, (zero, scale) in act.items():
-        new_inits += [numpy_helper.from_array(scale, f"{t}_scale"), numpy_helper.from_array(zero, f"{t}_zero_point")]
-        added[t] = qdq_pair(t, None)
-        dequantized[t] = f"{t}_DequantizeLinear_Output"
-    stand_ins: dict[str, Any] = {}
-    for w, (zero, scale) in weight.items():
-        stand_in = TensorProto(name=f"{w}_quantized", dims=list(inits[w].dims), data_type=TensorProto.INT8)  # bytes: fill()
-        stand_ins[stand_in.name] = (inits[w], zero, scale, plan.weights[w])
-        new_inits += [stand_in, numpy_helper.from_array(scale, f"{w}_scale"), numpy_helper.from_array(zero, f"{w}_zero_point")]
-        added[w] = [_dequantize(f"{w}_quantized", f"{w}_scale", f"{w}_zero_point", f"{w}_DequantizeLinear_Output", plan.weights[w])]
-        dequantized[w] = f"{w}_DequantizeLinear_Output"
-    readers = _readers(model, plan, skip)
-    for count, (node, (b, w, x)) in enumerate(plan.biases.items()):
-        values, scale = _int32_bias(read_array(inits[b]), act[x][1], weight[w][1])
-        q = f"{b}_quantized_{count}"
-        new_inits += [
-            numpy_helper.from_array(values, q),
-            numpy_helper.from_array(scale, f"{q}_scale"),
-            numpy_helper.from_array(np.zeros(scale.shape, np.int32), f"{q}_zero_point"),
-        ]
-        added[q], dequantized[q], readers[q] = (
-            [_dequantize(q, f"{q}_scale", f"{q}_zero_point", f"{q}_dequantized", 0)],
-            f"{q}_dequantized",
-            [(node, 2)],
-        )
-    model.graph.initializer.extend(new_inits)
-    rewire(model, readers, dequantized, added)
+    return act, weight
+
+
+@dataclass
+class _Added:
+    """What the U8S8 graph adds: per quantized tensor its new nodes, its dequantized name and readers; new initializers."""
+
+    readers: dict[str, list[tuple[str, int]]]
+    nodes: dict[str, list[Any]] = field(default_factory=dict)
+    dequantized: dict[str, str] = field(default_factory=dict)
+    initializers: list[Any] = field(default_factory=list)
+
+    def activations(self, act: dict[str, Params]) -> None:
+        """A uint8 Q/DQ pair per activation."""
+        from onnx import numpy_helper
+
+        from t2vtrt.calibration.placement import qdq_pair
+
+        for t, (zero, scale) in act.items():
+            self.initializers += [numpy_helper.from_array(scale, f"{t}_scale"), numpy_helper.from_array(zero, f"{t}_zero_point")]
+            self.nodes[t] = qdq_pair(t, None)
+            self.dequantized[t] = f"{t}_DequantizeLinear_Output"
+
+    def weights(self, weight: dict[str, Params], inits: dict[str, Any], plan: _Plan) -> dict[str, tuple[Any, Any, Any, int]]:
+        """A DequantizeLinear per weight, reading an int8 stand-in filled as the file is written; the stand-ins' sources."""
+        from onnx import TensorProto, numpy_helper
+
+        stand_ins = {}
+        for w, (zero, scale) in weight.items():
+            stand_in = TensorProto(name=f"{w}_quantized", dims=list(inits[w].dims), data_type=TensorProto.INT8)
+            stand_ins[stand_in.name] = (inits[w], zero, scale, plan.weights[w])
+            self.initializers += [stand_in, numpy_helper.from_array(scale, f"{w}_scale"), numpy_helper.from_array(zero, f"{w}_zero_point")]
+            self.nodes[w] = [_dequantize(f"{w}_quantized", f"{w}_scale", f"{w}_zero_point", f"{w}_DequantizeLinear_Output", plan.weights[w])]
+            self.dequantized[w] = f"{w}_DequantizeLinear_Output"
+        return stand_ins
+
+    def biases(self, plan: _Plan, act: dict[str, Params], weight: dict[str, Params], inits: dict[str, Any]) -> None:
+        """An int32 bias (scale = input scale x weight scale) per quantized reader, read by that reader only."""
+        from onnx import numpy_helper
+
+        from t2vtrt.build.graphfiles import read_array
+
+        for count, (node, (b, w, x)) in enumerate(plan.biases.items()):
+            values, scale = _int32_bias(read_array(inits[b]), act[x][1], weight[w][1])
+            q = f"{b}_quantized_{count}"
+            self.initializers += [
+                numpy_helper.from_array(values, q),
+                numpy_helper.from_array(scale, f"{q}_scale"),
+                numpy_helper.from_array(np.zeros(scale.shape, np.int32), f"{q}_zero_point"),
+            ]
+            self.nodes[q] = [_dequantize(q, f"{q}_scale", f"{q}_zero_point", f"{q}_dequantized", 0)]
+            self.dequantized[q] = f"{q}_dequantized"
+            self.readers[q] = [(node, 2)]
+
+
+def _drop_replaced(model: Any, replaced: set[str]) -> None:
+    """Remove the float weights and biases only their quantized copies are read in place of."""
     still_read = {i for n in model.graph.node for i in n.input}
-    replaced = set(plan.weights) | {b for b, _, _ in plan.biases.values()}
-    for init in [i for i in model.graph.initializer if i.name in replaced]:
-        if init.name not in still_read:
-            model.graph.initializer.remove(init)  # only its quantized copy is read now
+    for init in [i for i in model.graph.initializer if i.name in replaced and i.name not in still_read]:
+        model.graph.initializer.remove(init)
+
+
+def _quantized_weight_fill(stand_ins: dict[str, tuple[Any, Any, Any, int]]) -> Any:
+    """save_graph's fill: a stand-in int8 weight's bytes, its float weight read and quantized as it is written."""
+    from onnx import TensorProto, numpy_helper
+    from onnxruntime.quantization.quant_utils import quantize_onnx_initializer
+
+    from t2vtrt.build.graphfiles import read_array
 
     def fill(tensor: Any) -> bytes | None:
-        """A stand-in int8 weight's bytes: its float weight read and quantized now."""
         if tensor.name not in stand_ins or tensor.raw_data:
             return None
         source_weight, zero, scale, axis = stand_ins[tensor.name]
@@ -193,8 +242,7 @@ def write_u8s8_graph(source: str, output: str, ranges: dict[str, list[float]], n
             numpy_helper.from_array(read_array(source_weight), source_weight.name), TensorProto.INT8, zero, scale, axis
         ).raw_data
 
-    save_graph(model, Path(output), external=needs_external_data(Path(source)), fill=fill)
-    return {"quantized_tensors": len(act), "quantized_weights": len(weight), "float_activation_matmuls": len(float_matmuls)}
+    return fill
 
 
 def _dequantize(values: str, scale: str, zero: str, out: str, axis: int) -> Any:

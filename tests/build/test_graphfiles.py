@@ -73,6 +73,20 @@ def test_save_in_one_file_reads_the_weights_in(exporter_style: Path, tmp_path: P
     np.testing.assert_array_equal(_run(out), _run(exporter_style))
 
 
+def test_probe_runs_beside_the_source_and_leaves_nothing(exporter_style: Path) -> None:
+    """A probe (an edited copy, weights still on disk) sees the graph's own tensors; its file is removed after."""
+    from onnx import TensorProto, helper
+
+    probe = load_graph(exporter_style, inline_bytes=1024)
+    probe.graph.node.append(helper.make_node("Shape", ["h"], ["h_shape"]))
+    probe.graph.output.append(helper.make_tensor_value_info("h_shape", TensorProto.INT64, [2]))
+    before = sorted(exporter_style.parent.iterdir())
+    values = graphfiles.run_probe(probe, exporter_style, {**FEEDS, "unused": np.zeros(1)}, "test")
+    assert values["h_shape"].tolist() == [2, 64]
+    np.testing.assert_array_equal(values["y"], _run(exporter_style))
+    assert sorted(exporter_style.parent.iterdir()) == before
+
+
 def test_truncated_weights_are_a_one_line_error(exporter_style: Path) -> None:
     weight = exporter_style.parent / "w1"
     weight.write_bytes(weight.read_bytes()[:100])
