@@ -203,15 +203,15 @@ def export_all(
     opset: int,
     on_done: Callable[[str, float], None] | None = None,
 ) -> dict[str, Path]:
-    """Export every component, taking each out of `modules` once written; `on_done(name, seconds)` reports progress.
+    """Export every component, smallest first, taking each out of `modules` once written; `on_done(name, seconds)` reports progress.
 
-    A written component's weights are freed before the next export: at real size the text encoder's would
-    otherwise sit beside the denoiser's export, the stage's peak.
+    The exporter holds a copy of many weights (transposed, folded) beside the module's own: the largest
+    component, exported last, is then the only one loaded at the stage's peak.
     """
     paths = {}
-    for name, spec in specs.items():
+    for name in sorted(specs, key=lambda n: _param_bytes(modules[n])):
         start = time.perf_counter()
-        paths[name] = export_component(modules.pop(name), spec, out_dir / f"{name}.onnx", exporter, opset)
+        paths[name] = export_component(modules.pop(name), specs[name], out_dir / f"{name}.onnx", exporter, opset)
         gc.collect()  # its weights go now, not at some later cycle collection
         if on_done:
             on_done(name, time.perf_counter() - start)

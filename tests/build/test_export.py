@@ -115,3 +115,18 @@ def test_a_graph_past_the_limit_gets_one_data_file(loaded, tmp_path, monkeypatch
         expected = model.modules["vae_decoder"](torch.from_numpy(feeds["latent"])).numpy()
     actual = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert _rel_l2(actual, expected) < 1e-5
+
+
+def test_export_all_writes_smallest_first_and_lets_each_module_go(tiny_paths: ArtifactPaths, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Components are exported in order of weight bytes, and each leaves `modules` once written (its weights can be freed)."""
+    from t2vtrt.build.export import _param_bytes, export_all
+
+    family = get_family("unet3d")
+    (tmp_path / "work").mkdir()
+    model = family.load(tiny_paths.model_dir, tmp_path / "work")
+    specs = family.component_specs(model.config, EMBEDDED["tiny"].ranges)
+    sizes = {name: _param_bytes(module) for name, module in model.modules.items()}
+    order: list[str] = []
+    paths = export_all(model.modules, specs, tmp_path / "onnx", "torchscript", family.OPSET, on_done=lambda name, _: order.append(name))
+    assert order == sorted(sizes, key=sizes.get) and set(paths) == set(specs)
+    assert model.modules == {} and all(p.is_file() for p in paths.values())
