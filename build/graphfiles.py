@@ -284,30 +284,39 @@ def _copy_range(src: Path, offset: int, length: int, out: Any) -> None:
 
 
 def _write_data(tensors: list[onnx.TensorProto], data: Path, location: str, fill: Fill | None) -> None:
-    """Write every tensor of DATA_THRESHOLD bytes or more to `data`, pointing it at `location`; inline the rest."""
+    """Write every tensor of DATA_THRESHOLD bytes or more to `data`, pointing it at `location`; inline the rest.
+
+    A filled tensor's bytes go straight to the file: set on the protobuf first, they would stay in its arena
+    (clearing a field gives nothing back) until the whole model is freed, every converted weight at once.
+    """
     with open(data, "wb") as out:
         for tensor in tensors:
-            _fill(tensor, fill)
-            length = tensor_nbytes(tensor)
+            filled = fill(tensor) if fill else None
+            length = len(filled) if filled is not None else tensor_nbytes(tensor)
             if length < DATA_THRESHOLD:
-                if is_external(tensor):
+                if filled is not None:
+                    _store(tensor, filled)
+                elif is_external(tensor):
                     _inline(tensor)
                 continue
             out.write(b"\0" * (-out.tell() % ALIGN))
             offset = out.tell()
-            if is_external(tensor):
+            if filled is not None:
+                out.write(filled)
+                tensor.doc_string = ""  # a stand-in's record of where its bytes were
+            elif is_external(tensor):
                 _copy_range(*external_ref(tensor), out)
             else:
                 out.write(read_bytes(tensor))
             _point(tensor, location, offset, length)  # its bytes are in the file now: the protobuf lets them go
 
 
-def _fill(tensor: onnx.TensorProto, fill: Fill | None) -> None:
-    """Give a stand-in tensor its bytes (made now: a weight converted as it is written)."""
-    filled = fill(tensor) if fill else None
-    if filled is not None:
-        tensor.doc_string = ""
-        tensor.raw_data = filled
+def _store(tensor: onnx.TensorProto, filled: bytes) -> None:
+    """Give a stand-in tensor its bytes in the protobuf (made now: a weight converted as it is written)."""
+    tensor.doc_string = ""
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]
+    tensor.raw_data = filled
 
 
 def save_graph(model: onnx.ModelProto, out: Path, external: bool | None = None, fill: Fill | None = None) -> Path:
@@ -327,8 +336,10 @@ def save_graph(model: onnx.ModelProto, out: Path, external: bool | None = None, 
             _write_data(tensors, data, data.name, fill)
         else:
             for tensor in tensors:
-                _fill(tensor, fill)
-                if is_external(tensor):
+                filled = fill(tensor) if fill else None
+                if filled is not None:
+                    _store(tensor, filled)
+                elif is_external(tensor):
                     _inline(tensor)
         onnx.save(model, str(staged))
         onnx.checker.check_model(str(staged))  # by path: works with external data and past 2 GB

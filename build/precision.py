@@ -131,7 +131,7 @@ def ensure_variant(
         staged = Path(tmp) / out.name
         model, fill = convert(source, precision, feeds, Path(tmp))
         save_graph(model, staged, fill)
-        del model
+        del model, fill  # the converter (held by fill) and its graphs, before the gate loads two sessions
         gate = gate_variant(staged, reference, precision, feeds, settings["thresholds"])
         if gate["passed"]:
             _publish(staged, out)
@@ -517,14 +517,19 @@ def metrics(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def run_graph(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """Outputs of a graph in ONNX Runtime's CPU provider, one dict per feed."""
+    """Outputs of a graph in ONNX Runtime's CPU provider, one dict per feed (the session's memory given back after)."""
     import onnxruntime as ort
+
+    from t2vtrt.build.heap import release_freed_memory
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return [dict(zip(names, session.run(None, feed))) for feed in feeds]
+    outputs = [dict(zip(names, session.run(None, feed))) for feed in feeds]
+    del session
+    release_freed_memory()  # the next session (the gate runs two) would otherwise start on top of this one's heap
+    return outputs
 
 
 def emulated(path: Path, out: Path) -> Path:
