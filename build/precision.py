@@ -206,8 +206,6 @@ def _convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], w
     A graph saved in one file first has its weights moved to `work` (inside source's folder: ONNX Runtime
     reads external data only below the graph's folder).
     """
-    import logging
-
     import modelopt.onnx.autocast.convert as autocast
     import modelopt.onnx.autocast.utils as ac_utils
     import modelopt.onnx.utils as onnx_utils
@@ -217,7 +215,7 @@ def _convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], w
 
     from t2vtrt.build.graphfiles import externalize, load_graph
 
-    logging.getLogger("modelopt").setLevel(logging.ERROR)  # its per-graph warnings are routine
+    quiet_modelopt()
     model = externalize(load_graph(source), work / "weights.bin")
     io_metadata = autocast._capture_network_io_metadata(model, True)
     sanitizer = GraphSanitizer(
@@ -266,6 +264,19 @@ def _convert(source: Path, precision: str, feeds: list[dict[str, np.ndarray]], w
     # AutoCast leaves value_info with the calibration shapes baked in; ONNX Runtime then rejects other shapes.
     del converted.graph.value_info[:]
     return converted, _weight_fill(convert_one)
+
+
+def quiet_modelopt() -> None:
+    """Only errors from ModelOpt's loggers: its per-node INFO lines (over a thousand per real-size graph) and routine
+    per-graph warnings would bury our progress. Its logging modules set their loggers' levels when imported, so they
+    are imported first; AutoCast's modules, imported later, take the level set here."""
+    import logging
+
+    import modelopt.onnx.autocast.logging_config  # noqa: F401
+    import modelopt.onnx.logging_config  # noqa: F401
+
+    for name in ("modelopt", "modelopt.onnx", "modelopt.onnx.autocast"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _linear_dead_node_cleanup(converter: Any) -> None:

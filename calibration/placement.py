@@ -273,10 +273,11 @@ def write_qdq_graph(
 ) -> dict[str, Any]:
     """The source graph with ModelOpt-placed Q/DQ, FP32 elsewhere, saved atomically to `output` (weights streamed)."""
     from t2vtrt.build.graphfiles import load_graph, save_graph
+    from t2vtrt.build.precision import quiet_modelopt
     from t2vtrt.calibration.reader import tool_feeds
 
     logging.getLogger().setLevel(logging.ERROR)
-    logging.getLogger("modelopt").setLevel(logging.ERROR)
+    quiet_modelopt()
     model = load_graph(Path(source))
     readers = select_tensors(model, Path(source), tool_feeds(data, 1, crops)[0], nodes_to_exclude)
     insert_qdq(model, readers, scales or {})

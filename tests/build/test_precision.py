@@ -165,3 +165,17 @@ def test_weights_on_disk_conversion_is_autocasts(tiny_paths: ArtifactPaths, tmp_
     for feed in feeds:
         (a,), (b,) = (precision.run_graph(path, [feed])[0].values() for path in (out, expected))
         np.testing.assert_array_equal(a, b)
+
+
+def test_modelopt_logs_only_errors_even_from_modules_imported_later() -> None:
+    """AutoCast's per-node INFO lines (over a thousand per real-size graph) stay out of the stage's output."""
+    import logging
+
+    from t2vtrt.build.precision import quiet_modelopt
+
+    quiet_modelopt()
+    from modelopt.onnx.autocast import nodeclassifier, precisionconverter  # noqa: F401  (their imports configure logging)
+    from modelopt.onnx.autocast.logging_config import logger as autocast_logger
+    from modelopt.onnx.logging_config import logger as onnx_logger
+
+    assert not autocast_logger.isEnabledFor(logging.INFO) and not onnx_logger.isEnabledFor(logging.WARNING)
