@@ -300,7 +300,7 @@ def reference_stats(model: Any, source: Path, feed: dict[str, np.ndarray]) -> di
     """AutoCast's reference figures (|max| and size of every tensor) from one FP32 run on `feed`.
 
     AutoCast makes every tensor a graph output, so ONNX Runtime keeps all of them alive at once; here each
-    is reduced to its |max| and element count inside the run (in node order: 14.1 GB instead of 2.4 GB on a
+    is reduced to its |max| and element count inside the run (run in node order: 2.4 GB instead of 14.1 GB on a
     1.4 GB denoiser, docs/benchmarks.md), and only those scalars come out.
     """
     import onnx

@@ -14,7 +14,7 @@ from t2vtrt.runtime.backends import Feeds
 def session(model: Any, threads: int | None = None, node_order: bool = False, arena: bool = True) -> Any:
     """An onnxruntime CPU session over a path or an in-memory model; node_order: run ready nodes in graph order.
 
-    arena=False: every buffer goes back to the system once read, instead of into ONNX Runtime's pool, which keeps
+    arena=False: every buffer goes back to the system once freed, instead of into ONNX Runtime's pool, which keeps
     the largest set a run ever held (slower runs, a lower peak where runs hold many weight-sized tensors).
     """
     import onnxruntime as ort
