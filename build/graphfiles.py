@@ -294,10 +294,7 @@ def _write_data(tensors: list[onnx.TensorProto], data: Path, location: str, fill
             filled = fill(tensor) if fill else None
             length = len(filled) if filled is not None else tensor_nbytes(tensor)
             if length < DATA_THRESHOLD:
-                if filled is not None:
-                    _store(tensor, filled)
-                elif is_external(tensor):
-                    _inline(tensor)
+                _keep_inline(tensor, filled)
                 continue
             out.write(b"\0" * (-out.tell() % ALIGN))
             offset = out.tell()
@@ -311,12 +308,13 @@ def _write_data(tensors: list[onnx.TensorProto], data: Path, location: str, fill
             _point(tensor, location, offset, length)  # its bytes are in the file now: the protobuf lets them go
 
 
-def _store(tensor: onnx.TensorProto, filled: bytes) -> None:
-    """Give a stand-in tensor its bytes in the protobuf (made now: a weight converted as it is written)."""
-    tensor.doc_string = ""
-    tensor.data_location = onnx.TensorProto.DEFAULT
-    del tensor.external_data[:]
-    tensor.raw_data = filled
+def _keep_inline(tensor: onnx.TensorProto, filled: bytes | None) -> None:
+    """Hold a tensor's bytes in the protobuf: a stand-in's filled bytes (made now), or read from its file."""
+    if filled is not None:
+        tensor.doc_string = ""
+        tensor.raw_data = filled
+    elif is_external(tensor):
+        _inline(tensor)
 
 
 def save_graph(model: onnx.ModelProto, out: Path, external: bool | None = None, fill: Fill | None = None) -> Path:
@@ -336,11 +334,7 @@ def save_graph(model: onnx.ModelProto, out: Path, external: bool | None = None, 
             _write_data(tensors, data, data.name, fill)
         else:
             for tensor in tensors:
-                filled = fill(tensor) if fill else None
-                if filled is not None:
-                    _store(tensor, filled)
-                elif is_external(tensor):
-                    _inline(tensor)
+                _keep_inline(tensor, fill(tensor) if fill else None)
         onnx.save(model, str(staged))
         onnx.checker.check_model(str(staged))  # by path: works with external data and past 2 GB
         os.chmod(staged, 0o644)

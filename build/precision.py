@@ -528,19 +528,17 @@ def metrics(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def run_graph(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """Outputs of a graph in ONNX Runtime's CPU provider, one dict per feed (the session's memory given back after)."""
+    """Outputs of a graph in ONNX Runtime's CPU provider, one dict per feed."""
     import onnxruntime as ort
 
     from t2vtrt.build.heap import release_freed_memory
 
+    release_freed_memory()  # what earlier sessions left in the heap (the gate runs two), before this one loads
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    outputs = [dict(zip(names, session.run(None, feed))) for feed in feeds]
-    del session
-    release_freed_memory()  # the next session (the gate runs two) would otherwise start on top of this one's heap
-    return outputs
+    return [dict(zip(names, session.run(None, feed))) for feed in feeds]
 
 
 def emulated(path: Path, out: Path) -> Path:

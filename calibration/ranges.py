@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from t2vtrt.build.heap import release_freed_memory
 from t2vtrt.calibration.entropy import entropy_amax
 from t2vtrt.calibration.mse import mse_amax
 from t2vtrt.calibration.graphs import batches, session
@@ -110,7 +109,6 @@ def collect_ranges(
         if on_run:
             on_run(next(done), 2 * len(runs))
     del sess
-    release_freed_memory()  # before the next session holds the weights again
     absmax = {t: max(abs(lo[t]), abs(hi[t])) for t in tensors}
     hist = {t: np.zeros(num_bins, dtype=np.int64) for t in tensors}
     counted = {t: absmax[t] for t in computed if absmax[t] > 0}
@@ -125,7 +123,6 @@ def collect_ranges(
         if on_run:
             on_run(next(done), 2 * len(runs))
     del sess
-    release_freed_memory()  # before the next session holds the weights again
     return {t: TensorRange(lo[t], hi[t], entropy_amax(hist[t], absmax[t], levels), mse_amax(hist[t], absmax[t])) for t in tensors}
 
 

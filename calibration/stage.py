@@ -21,7 +21,6 @@ from typing import Any, Callable
 from t2vtrt.build.artifacts import ArtifactPaths, read_export_info
 from t2vtrt.build.families import get_family
 from t2vtrt.build.graphfiles import load_graph, needs_external_data
-from t2vtrt.build.heap import release_freed_memory
 from t2vtrt.calibration import qdq
 from t2vtrt.calibration.cache import read_cache, write_cache
 from t2vtrt.calibration.capture import SELECTION_VERSION, Capture, capture, generation_settings
@@ -230,9 +229,7 @@ def _decide_plan(
     """Groups with decisions (swept, or a hand-edited plan's) and the held-out error of the result."""
     quantized = qdq.quantized_nodes(layout)
     feeds = evals.spread(budget.sweep_samples)
-    reference = run_first_output(session(source), feeds)
-    release_freed_memory()  # the reference session's heap, before the sweep's session loads the weights again
-    measure = make_measure(layout, quantized, feeds, reference)
+    measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
     if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
         return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))
     op_types = {n.name: n.op_type for n in source.graph.node}
