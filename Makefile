@@ -44,10 +44,13 @@ help:
 	@echo "make serve-load  throughput and p50/p95 latency on Triton vs Pipeline, 1-8 clients (LOAD_ARGS=)"
 
 # --- setup: a venv with the CPU torch from this disk, every later install under constraints.txt
+# A venv that `make gpu-check` moved to onnxruntime-gpu keeps it: the CPU onnxruntime would overwrite its files.
+comma := ,
+GPU_VENV := $(wildcard $(VENV)/.installed-gpu $(VENV)/.installed-gpu-cu13)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build-tools,dev$(if $(GPU_VENV),,$(comma)cpu)]'
 	$(BIN)/pip check
 	touch $@
 setup: $(STAMP)
@@ -150,12 +153,14 @@ bench: $(STAMP)
 nightly: $(STAMP)
 	$(T2V) nightly --model $(MODEL) --artifacts $(ARTIFACTS) --gpu $(TARGET) $(NIGHTLY_ARGS)
 
-# TensorRT, cuda-python and NVML on top of the build venv (same constraints); never part of `make test`.
+# TensorRT, cuda-python, NVML and onnxruntime-gpu (in place of the CPU onnxruntime: they share one package folder) on
+# top of the build venv (same constraints); never part of `make test`.
 # GPU_EXTRA=gpu: CUDA 12 (driver r535+); GPU_EXTRA=gpu-cu13: CUDA 13 (driver r580+).
 GPU_EXTRA ?= gpu
 $(VENV)/.installed-$(GPU_EXTRA): $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build,dev,$(GPU_EXTRA)]' \
-		|| { echo "gpu-check: FAIL at step 'install' (pip install -e '.[build,dev,$(GPU_EXTRA)]')"; exit 1; }
+	$(BIN)/pip uninstall --quiet --yes onnxruntime onnxruntime-gpu
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[build-tools,dev,$(GPU_EXTRA)]' \
+		|| { echo "gpu-check: FAIL at step 'install' (pip install -e '.[build-tools,dev,$(GPU_EXTRA)]')"; exit 1; }
 	$(BIN)/pip check || { echo "gpu-check: FAIL at step 'install' (pip check)"; exit 1; }
 	touch $@
 

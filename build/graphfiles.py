@@ -21,6 +21,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from t2vtrt.runtime.backends.onnxruntime import new_session
 from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import temp_dir
 
@@ -172,7 +173,7 @@ def run_probe(probe: onnx.ModelProto, source: Path, feed: dict[str, np.ndarray],
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = new_session(str(path), options)
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})))
     finally:

@@ -528,15 +528,20 @@ def metrics(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def run_graph(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """Outputs of a graph in ONNX Runtime's CPU provider, one dict per feed."""
+    """Outputs of a graph in ONNX Runtime's CPU provider, one dict per feed.
+
+    The CPU on every machine: the FP16/BF16 gate thresholds (build/compare/tolerances.toml) were measured with its kernels,
+    which compute FP16 in FP32 between rounded inputs; CUDA's FP16 kernels would give other figures to gate.
+    """
     import onnxruntime as ort
 
     from t2vtrt.build.heap import release_freed_memory
+    from t2vtrt.runtime.backends.onnxruntime import new_session
 
     release_freed_memory()  # what earlier sessions left in the heap (the gate runs two), before this one loads
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = new_session(str(path), options, device="cpu")
     names = [o.name for o in session.get_outputs()]
     return [dict(zip(names, session.run(None, feed))) for feed in feeds]
 

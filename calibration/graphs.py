@@ -1,4 +1,4 @@
-"""Run ONNX graphs on ONNX Runtime's CPU provider; load and save them through build/graphfiles.py (weights stay on disk)."""
+"""Run ONNX graphs on ONNX Runtime (the device T2VTRT_ORT_DEVICE picks); load and save them through build/graphfiles.py (weights stay on disk)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from t2vtrt.runtime.backends import Feeds
+from t2vtrt.runtime.backends.onnxruntime import new_session
 
 
 def session(model: Any, threads: int | None = None, node_order: bool = False, arena: bool = True) -> Any:
-    """An onnxruntime CPU session over a path or an in-memory model; node_order: run ready nodes in graph order.
+    """An onnxruntime session over a path or an in-memory model, exact FP32 on CUDA or the CPU; node_order: run ready nodes in graph order.
 
-    arena=False: every buffer goes back to the system once freed, instead of into ONNX Runtime's pool, which keeps
-    the largest set a run ever held (slower runs, a lower peak where runs hold many weight-sized tensors).
+    arena=False: every host buffer goes back to the system once freed, instead of into ONNX Runtime's CPU pool, which
+    keeps the largest set a run ever held (slower runs, a lower peak where runs hold many weight-sized tensors).
     """
     import onnxruntime as ort
 
@@ -33,13 +34,13 @@ def session(model: Any, threads: int | None = None, node_order: bool = False, ar
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     options.enable_cpu_mem_arena = arena
     if isinstance(model, (str, Path)):
-        return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        return new_session(str(model), options)
     if weight_bytes(model) < EXTERNAL_DATA_BYTES and not any(is_external(t) for t in all_tensors(model)):
-        return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        return new_session(model.SerializeToString(), options)
     # Weights on disk or past protobuf's limit: ONNX Runtime reads them from a graph saved beside its data.
     with tempfile.TemporaryDirectory(prefix="t2vtrt-session.") as tmp:
         saved = save_graph(_copy(model), Path(tmp) / "model.onnx", external=True)
-        return ort.InferenceSession(str(saved), sess_options=options, providers=["CPUExecutionProvider"])
+        return new_session(str(saved), options)
 
 
 def _copy(model: Any) -> Any:

@@ -287,10 +287,20 @@ def run_calibrate(
         "target": limits.plan_target().__dict__,
         "sweep_samples": min(budget.sweep_samples, len(evals.feeds)),
         "budget": asdict(budget),  # quantize's gate generates and judges with the same budget
+        "onnxruntime": _ort_record(),
     }
     totals = {"fp16_groups": sum(g.decision == "fp16" for g in groups), "int8_groups": sum(g.decision == "int8" for g in groups)}
     save_plan(cp.plan, plan_json(groups, header, {**result, **totals, "seconds": seconds}))
     return {"plan": cp.plan, "result": result, "calibration": calibration, "seconds": seconds}
+
+
+def _ort_record() -> dict[str, Any]:
+    """ONNX Runtime's version and the devices this process's sessions ran the ranges and the sweep on."""
+    import onnxruntime as ort
+
+    from t2vtrt.runtime.backends.onnxruntime import devices_used
+
+    return {"version": ort.__version__, "devices": devices_used()}
 
 
 def _quantize_all(

@@ -92,3 +92,20 @@ def test_make_model_name_is_the_cli_artifact_name(tmp_path: Path) -> None:
     (tmp_path / "linked").symlink_to(model, target_is_directory=True)
     for given in ("shapes", "tiny", str(model), f"{model}/", str(tmp_path / "linked")):
         assert make_model_name(given) == artifact_name(given), given
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+def test_setup_keeps_a_gpu_venvs_onnxruntime_gpu(tmp_path: Path) -> None:
+    """make setup installs the CPU onnxruntime, except into a venv `make gpu-check` moved to onnxruntime-gpu."""
+    root = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+
+    def setup_install() -> str:
+        out = subprocess.run(["make", "-n", "-C", str(root), "setup", f"VENV={venv}"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return next(line for line in out.stdout.splitlines() if " -e '" in line)
+
+    assert setup_install().endswith("-e '.[build-tools,dev,cpu]'")
+    venv.mkdir()
+    (venv / ".installed-gpu-cu13").touch()
+    assert setup_install().endswith("-e '.[build-tools,dev]'")

@@ -37,7 +37,7 @@ from t2vtrt.runtime.errors import T2VError
 from t2vtrt.runtime.files import atomic_dir, sha256_file, write_json
 
 # Building needs polygraphy and onnx (the `build` extra) besides TensorRT (the `gpu` extra).
-INSTALL_HINT = "pip install -e '.[build,gpu]' (polygraphy, onnx, tensorrt, cuda-python, nvidia-ml-py; '.[build,gpu-cu13]' for CUDA 13)"
+INSTALL_HINT = "pip install -e '.[build-tools,gpu]' (polygraphy, onnx, tensorrt, cuda-python, nvidia-ml-py; '.[build-tools,gpu-cu13]' for CUDA 13)"
 HW_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
 POOLS = {"workspace_mib": "WORKSPACE", "tactic_shared_memory_mib": "TACTIC_SHARED_MEMORY"}
 

@@ -1,11 +1,12 @@
 """`t2vtrt gpu-check` / `make gpu-check`: prove the TensorRT path on this machine's GPU in one command.
 
 Steps, one table row each with its result, figures and seconds, stopping at the first failure
-(exit 1, the step named): the `gpu` extra installed with one CUDA major, the GPU and its profile,
-export + surgery, calibrate + quantize (the INT8 Q/DQ+FP16 denoiser, the one graph no CPU can
-validate), the build (a row per engine: precision, size), every engine against the FP32 ONNX graph
-on ONNX Runtime through polygraphy (tolerances from _tolerances.toml), and a video through the
-runtime (resident and --low-vram, which must agree).
+(exit 1, the step named): the `gpu` extra installed with one CUDA major (and onnxruntime-gpu as the
+only ONNX Runtime), the GPU and its profile, export + surgery, calibrate + quantize on ONNX Runtime's
+CUDA provider (the INT8 Q/DQ+FP16 denoiser, the one graph no CPU can validate), the build (a row
+per engine: precision, size), every engine against the FP32 ONNX graph on ONNX Runtime through
+polygraphy (tolerances from _tolerances.toml), and a video through the runtime (resident and
+--low-vram, which must agree).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def check_cuda_pairing(trt_cuda: int | None, cuda_python: int | None) -> None:
         return
     raise T2VError(
         f"TensorRT is built for CUDA {trt_cuda} but cuda-python {cuda_python}.x for CUDA {cuda_python}: reinstall one "
-        "extra, pip install -e '.[build,gpu]' (CUDA 12, driver r535+) or '.[build,gpu-cu13]' (CUDA 13, driver r580+)"
+        "extra, pip install -e '.[build-tools,gpu]' (CUDA 12, driver r535+) or '.[build-tools,gpu-cu13]' (CUDA 13, driver r580+)"
     )
 
 
@@ -132,24 +133,36 @@ def gpu_test_gate(has_gpu: bool, missing: list[str]) -> tuple[str, str] | None:
     if missing:
         return "fail", (
             f"this machine has an NVIDIA GPU but not the gpu extra ({', '.join(missing)} missing): "
-            "pip install -e '.[build,dev,gpu]' (or '.[build,dev,gpu-cu13]' on driver r580+)"
+            "pip install -e '.[build-tools,dev,gpu]' (or '.[build-tools,dev,gpu-cu13]' on driver r580+)"
         )
     return None
 
 
 def step_install(state: CheckState) -> str:
-    """The gpu extra imports (tensorrt, polygraphy, nvidia-ml-py) and TensorRT shares cuda-python's CUDA major."""
+    """The gpu extra imports (tensorrt, polygraphy, nvidia-ml-py), TensorRT shares cuda-python's CUDA major, ONNX Runtime has CUDA."""
     from t2vtrt.build.engines.tensorrt import import_tensorrt
 
     trt = import_tensorrt()
     try:
         import pynvml  # noqa: F401 - detection uses it
     except ImportError as exc:
-        raise T2VError("nvidia-ml-py is not installed: pip install -e '.[build,gpu]'") from exc
+        raise T2VError("nvidia-ml-py is not installed: pip install -e '.[build-tools,gpu]'") from exc
     trt_cuda, cuda_python = cuda_majors()
     check_cuda_pairing(trt_cuda, cuda_python)
     bindings = f"cuda-python {cuda_python}.x" if cuda_python else "no cuda-python (polygraphy's libcudart fallback)"
-    return f"TensorRT {trt.__version__} (CUDA {trt_cuda or '?'}), {bindings}"
+    return f"TensorRT {trt.__version__} (CUDA {trt_cuda or '?'}), {bindings}, {onnxruntime_with_cuda()}"
+
+
+def onnxruntime_with_cuda() -> str:
+    """The installed ONNX Runtime is onnxruntime-gpu alone and offers the CUDA provider calibration runs on."""
+    import onnxruntime as ort
+
+    from t2vtrt.runtime.backends.onnxruntime import CUDA, GPU_INSTALL, check_one_package, installed_ort_packages
+
+    check_one_package(installed_ort_packages())
+    if CUDA not in ort.get_available_providers():
+        raise T2VError(f"onnxruntime {ort.__version__} has no CUDA provider (the CPU package is installed): {GPU_INSTALL}")
+    return f"onnxruntime-gpu {ort.__version__}"
 
 
 def step_detect(state: CheckState) -> str:
@@ -178,17 +191,25 @@ def step_export(state: CheckState) -> str:
 
 
 def step_int8(state: CheckState) -> str:
-    """Calibrate and quantize the denoiser: denoiser.int8.onnx (Q/DQ + FP16), the graph TensorRT builds INT8 from."""
+    """Calibrate and quantize the denoiser on CUDA: denoiser.int8.onnx (Q/DQ + FP16), the graph TensorRT builds INT8 from."""
+    import json
+    import os
+
     from t2vtrt.build.artifacts import ArtifactPaths
     from t2vtrt.build.provenance import quantize_inputs, record_quantized
+    from t2vtrt.calibration.paths import CalibPaths
     from t2vtrt.calibration.stage import run_calibrate, run_quantize
+    from t2vtrt.runtime.backends.onnxruntime import DEVICE_ENV
 
+    # cuda unless the caller chose: under auto a CUDA provider that does not start would pass here on the CPU.
+    os.environ.setdefault(DEVICE_ENV, "cuda")
     paths = ArtifactPaths(state.artifacts / state.model)
     run_calibrate(paths)
     made_from = quantize_inputs(paths)
     run_quantize(paths)
     record_quantized(paths, made_from)
-    return f"{paths.onnx('denoiser', 'int8')}"
+    ran_on = json.loads(CalibPaths(paths).plan.read_text()).get("onnxruntime", {}).get("devices", [])
+    return f"{paths.onnx('denoiser', 'int8')} (calibrated on {'+'.join(ran_on) or '?'})"
 
 
 def step_build(state: CheckState) -> str:

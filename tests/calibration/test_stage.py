@@ -150,6 +150,16 @@ def test_quantize_gates_with_the_budget_calibration_used(calibrated) -> None:  #
     assert _plan_budget(plan) == small_budget() and _plan_budget({"groups": []}) is None
 
 
+def test_the_plan_records_where_onnxruntime_ran(calibrated) -> None:  # type: ignore[no-untyped-def]
+    """precision_plan.json names the ONNX Runtime version and the devices calibration's sessions ran on (the CPU here)."""
+    import onnxruntime as ort
+
+    paths, _, _ = calibrated
+    record = load_plan(CalibPaths(paths).plan)["onnxruntime"]
+    expected = ["cpu"] if "CUDAExecutionProvider" not in ort.get_available_providers() else ["cuda"]
+    assert record == {"version": ort.__version__, "devices": expected}
+
+
 def test_bad_plans_fail_the_gate(calibrated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Scales x8 fail the gate the build passes; no FP16 fallback fails it without a step schedule, and needs one
     at least as long as the calibrated graph's (entropy ranges, the clipping that hurts most)."""

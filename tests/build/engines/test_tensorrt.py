@@ -58,7 +58,7 @@ def test_no_gpu_writes_plan_and_onnx_then_exits_with_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("error: TensorRT engines for rtx3060 must be built on an sm86 GPU")
-    assert f"t2vtrt engines --model tiny --artifacts {root} --gpu rtx3060" in err and "pip install -e '.[build,gpu]'" in err
+    assert f"t2vtrt engines --model tiny --artifacts {root} --gpu rtx3060" in err and "pip install -e '.[build-tools,gpu]'" in err
     target = paths.engines_dir("rtx3060")
     plan = json.loads((target / "plan.json").read_text())
     assert plan["target"] == "rtx3060" and plan["gpu"]["compute_capability"] == "8.6"
@@ -112,7 +112,7 @@ def test_gpu_of_another_capability_is_refused(paths: ArtifactPaths, monkeypatch:
         r"or pass --hardware-compat ampere_plus",
     ):
         trtmod.build_gpu_target(paths, "rtx3060", quiet=True)
-    with pytest.raises(T2VError, match=r"TensorRT is not installed.*pip install -e '\.\[build,gpu\]'"):
+    with pytest.raises(T2VError, match=r"TensorRT is not installed.*pip install -e '\.\[build-tools,gpu\]'"):
         trtmod.build_gpu_target(paths, "rtx3060", quiet=True, hardware_compat="ampere_plus")
 
 
@@ -170,7 +170,7 @@ def test_build_import_refuses_a_lean_process_and_missing_polygraphy(monkeypatch:
     monkeypatch.delitem(sys.modules, "tensorrt_lean")
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", None)
-    with pytest.raises(T2VError, match=r"^polygraphy is not installed, so engines cannot be built here: pip install -e '\.\[build,gpu\]'"):
+    with pytest.raises(T2VError, match=r"^polygraphy is not installed, so engines cannot be built here: pip install -e '\.\[build-tools,gpu\]'"):
         trtmod.import_tensorrt()
 
 

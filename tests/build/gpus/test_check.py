@@ -44,7 +44,7 @@ def test_gpu_check_without_the_gpu_extra_fails_at_install(no_gpu: None, tmp_path
     lines = result.output.strip().splitlines()
     assert lines[0].split() == ["step", "result", "seconds", "detail"] and len(lines) == 3
     assert lines[1].startswith("install") and " FAIL " in lines[1]
-    assert "T2VError: TensorRT is not installed, so engines cannot be built here: pip install -e '.[build,gpu]'" in lines[1]
+    assert "T2VError: TensorRT is not installed, so engines cannot be built here: pip install -e '.[build-tools,gpu]'" in lines[1]
     assert lines[2].startswith("gpu-check: FAIL at step 'install'")
     assert list(tmp_path.iterdir()) == []
 
@@ -130,7 +130,7 @@ def test_tensorrt_and_cuda_python_share_a_cuda_major(trt_cuda: int | None, cuda_
     if ok:
         check.check_cuda_pairing(trt_cuda, cuda_python)
     else:
-        extras = r"'\.\[build,gpu\]' \(CUDA 12, driver r535\+\) or '\.\[build,gpu-cu13\]' \(CUDA 13, driver r580\+\)"
+        extras = r"'\.\[build-tools,gpu\]' \(CUDA 12, driver r535\+\) or '\.\[build-tools,gpu-cu13\]' \(CUDA 13, driver r580\+\)"
         with pytest.raises(check.T2VError, match=rf"built for CUDA {trt_cuda} but cuda-python {cuda_python}\.x .*" + extras):
             check.check_cuda_pairing(trt_cuda, cuda_python)
 
@@ -154,6 +154,34 @@ def test_pyproject_pairs_tensorrt_and_cuda_python_majors() -> None:
         assert any(r.startswith(f"tensorrt-cu{major}") for r in extras[extra]), extra
         assert f"cuda-python>={major},<{major + 1}" in extras[extra], extra
         assert not any(r.split(">")[0].split("=")[0] == "tensorrt" for r in extras[extra]), "the tensorrt metapackage picks CUDA 13"
+
+
+def _requirements(extras: dict[str, list[str]], chosen: tuple[str, ...]) -> set[str]:
+    """The distribution names `pip install '.[chosen]'` asks for, this project's self-references followed."""
+    import re
+
+    names: set[str] = set()
+    for extra in chosen:
+        for requirement in extras[extra]:
+            name = re.split(r"[\[<>=~!; ]", requirement, maxsplit=1)[0]
+            inner = re.search(r"\[(.*)\]", requirement)
+            names |= _requirements(extras, tuple(inner.group(1).split(","))) if name == "t2v-trt" and inner else {name}
+    return names
+
+
+def test_gpu_builds_get_onnxruntime_gpu_and_never_the_cpu_package() -> None:
+    """build is build-tools + CPU onnxruntime; build-tools + a GPU extra asks for onnxruntime-gpu alone (one package folder)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[3]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert _requirements(extras, ("build",)) == _requirements(extras, ("build-tools",)) | {"onnxruntime"}
+    assert not {"onnxruntime", "onnxruntime-gpu"} & _requirements(extras, ("build-tools",))
+    for gpu in ("gpu", "gpu-cu13"):
+        wanted = _requirements(extras, ("build-tools", "dev", gpu))
+        assert "onnxruntime-gpu" in wanted and "onnxruntime" not in wanted, gpu
+    makefile = (root / "Makefile").read_text()
+    assert "-e '.[build-tools,dev,$(GPU_EXTRA)]'" in makefile and "pip uninstall --quiet --yes onnxruntime onnxruntime-gpu" in makefile
 
 
 @pytest.mark.gpu
