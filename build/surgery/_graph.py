@@ -35,21 +35,16 @@ def read_foldable_constants(graph: gs.Graph) -> int:
     """Read in the on-disk constants that constant folding may evaluate; return how many were read.
 
     graphsurgeon folds by running ONNX Runtime on the constant subgraph, exported as it is: a weight still
-    on disk is an absolute file reference there, which ONNX Runtime refuses, and that subgraph would silently
-    stay unfolded (the real-size text encoder's position-embedding Gather). Only the constants that feed
-    nodes computable from constants alone are read.
+    on disk is an absolute file reference there, which ONNX Runtime refuses, and that call folds nothing (the
+    real-size text encoder's position-embedding Gather, whose ids are a Slice of a Constant node up to a
+    Shape's sequence axis). Only the constants that feed nodes computable from constants are read.
     """
     foldable: set[int] = set()  # ids of tensors computable from constants
     grew = True
     while grew:  # to a fixed point, in the graph's own order (sorting it here would reorder the output)
         grew = False
         for node in graph.nodes:
-            if (
-                node.outputs
-                and not all(id(t) in foldable for t in node.outputs)
-                and node.inputs
-                and (all(isinstance(t, gs.Constant) or id(t) in foldable or not t.name for t in node.inputs) or _static_shape(node))
-            ):
+            if node.outputs and not all(id(t) in foldable for t in node.outputs) and _computable(node, foldable):
                 foldable.update(id(t) for t in node.outputs)
                 grew = True
     read = 0
@@ -62,9 +57,16 @@ def read_foldable_constants(graph: gs.Graph) -> int:
     return read
 
 
-def _static_shape(node: gs.Node) -> bool:
-    """A Shape node of a fully known shape: folding turns it into a constant in the same round."""
-    return node.op == "Shape" and numel(node.inputs[0].shape) is not None
+def _computable(node: gs.Node, foldable: set[int]) -> bool:
+    """Whether folding may compute the node's outputs: a Constant or Shape node, or one whose every input is constant or foldable.
+
+    Constant nodes take no inputs (their value is an attribute). A Shape counts even when some dimensions are
+    unknown: graphsurgeon's fold_shapes turns the known dimensions its readers pick (the sequence axis under a
+    dynamic batch) into constants within the same call. Over-counting costs only reading a weight early.
+    """
+    if node.op in ("Constant", "Shape"):
+        return True
+    return bool(node.inputs) and all(isinstance(t, gs.Constant) or id(t) in foldable or not t.name for t in node.inputs)
 
 
 def node_label(node: gs.Node) -> str:

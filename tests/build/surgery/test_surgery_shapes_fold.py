@@ -80,3 +80,44 @@ def test_fold_constants_reads_weights_left_on_disk_that_it_folds(ortc, tmp_path)
     assert on_disk(graph.tensors()["w"])
     after = save_graph(gs.export_onnx(graph), tmp_path / "out" / "m.onnx", external=False)
     ortc.assert_same(before, onnx.load(str(after)), {"x": np.ones((3, 64), np.float32)})
+
+
+def test_fold_reads_an_on_disk_weight_gathered_by_ids_sliced_to_a_shapes_known_axis(ortc, tmp_path, capfd):
+    """The CLIP text encoder's position embedding: Gather(table on disk, Slice(Constant node, 0, Shape(x)[1])) under a
+    dynamic batch. The table is read before graphsurgeon's first folding call, which would otherwise fail as a
+    whole on its absolute external path ("Inference failed") and fold nothing until a later round."""
+    import onnx
+
+    from t2vtrt.build.graphfiles import import_graph, on_disk, save_graph
+
+    rng = np.random.default_rng(0)
+    x = gs.Variable("x", dtype=np.float32, shape=["batch", 3, 64])
+    table = gs.Constant("table", rng.standard_normal((5, 64)).astype(np.float32))
+    w = gs.Constant("w", rng.standard_normal((64, 64)).astype(np.float32))
+    names = ("all_ids", "shape", "length", "end", "ids", "pos", "h")
+    all_ids, shape, length, end, ids, pos, h = (gs.Variable(n) for n in names)
+    y = gs.Variable("y", dtype=np.float32, shape=["batch", 3, 64])
+    one = gs.Constant("one", np.array([1], np.int64))
+    nodes = [
+        gs.Node("Constant", attrs={"value": gs.Constant("value", np.arange(5, dtype=np.int64)[None])}, outputs=[all_ids]),
+        gs.Node("Shape", inputs=[x], outputs=[shape]),
+        gs.Node("Gather", attrs={"axis": 0}, inputs=[shape, gs.Constant("axis1", np.array(1, np.int64))], outputs=[length]),
+        gs.Node("Unsqueeze", inputs=[length, gs.Constant("axes", np.array([0], np.int64))], outputs=[end]),
+        gs.Node("Slice", inputs=[all_ids, gs.Constant("zero", np.array([0], np.int64)), end, one], outputs=[ids]),
+        gs.Node("Gather", inputs=[table, ids], outputs=[pos]),
+        gs.Node("Add", inputs=[x, pos], outputs=[h]),
+        gs.Node("MatMul", inputs=[h, w], outputs=[y]),
+    ]
+    before = ortc.model(ortc.graph(nodes, [x], [y]))
+    path, split = tmp_path / "m.onnx", onnx.ModelProto()
+    split.CopyFrom(before)
+    onnx.save(split, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    graph = import_graph(path, inline_bytes=64)
+    assert on_disk(graph.tensors()["table"]) and on_disk(graph.tensors()["w"])
+    capfd.readouterr()
+    fold_constants(graph)
+    assert "Inference failed" not in "".join(capfd.readouterr())
+    assert [n.op for n in graph.nodes] == ["Add", "MatMul"]
+    assert on_disk(graph.tensors()["w"])
+    after = save_graph(gs.export_onnx(graph), tmp_path / "out" / "m.onnx", external=False)
+    ortc.assert_same(before, onnx.load(str(after)), {"x": np.ones((2, 3, 64), np.float32)})
