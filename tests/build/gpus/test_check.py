@@ -156,6 +156,17 @@ def test_pyproject_pairs_tensorrt_and_cuda_python_majors() -> None:
         assert not any(r.split(">")[0].split("=")[0] == "tensorrt" for r in extras[extra]), "the tensorrt metapackage picks CUDA 13"
 
 
+def test_install_step_refuses_the_cpu_onnxruntime() -> None:
+    """gpu-check's install row fails on an ONNX Runtime without the CUDA provider, naming the GPU install."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert check.onnxruntime_with_cuda() == f"onnxruntime-gpu {ort.__version__}"
+        return
+    with pytest.raises(check.T2VError, match=r"has no CUDA provider \(the CPU package is installed\): pip uninstall -y onnxruntime onnxruntime-gpu"):
+        check.onnxruntime_with_cuda()
+
+
 def _requirements(extras: dict[str, list[str]], chosen: tuple[str, ...]) -> set[str]:
     """The distribution names `pip install '.[chosen]'` asks for, this project's self-references followed."""
     import re
