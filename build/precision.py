@@ -538,7 +538,7 @@ def run_graph(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, 
     from t2vtrt.build.heap import release_freed_memory
     from t2vtrt.runtime.backends.onnxruntime import new_session
 
-    release_freed_memory()  # what earlier sessions left in the heap (the gate runs two), before this one loads
+    release_freed_memory()  # freed heap of the sessions before it (the gate runs two) goes back before this one loads
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = new_session(str(path), options, device="cpu")

@@ -23,7 +23,7 @@ def session(model: Any, threads: int | None = None, node_order: bool = False, ar
     from t2vtrt.build.graphfiles import EXTERNAL_DATA_BYTES, all_tensors, is_external, save_graph, weight_bytes
     from t2vtrt.build.heap import release_freed_memory
 
-    release_freed_memory()  # what earlier sessions left in the heap, before this one loads the weights again
+    release_freed_memory()  # freed heap of the sessions before it goes back before this one loads the weights
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -56,7 +56,7 @@ CPU = "CPUExecutionProvider"
 # The GPU build environment: onnxruntime-gpu without the CPU package (both install into one `onnxruntime` folder).
 GPU_INSTALL = "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install -c constraints.txt -e '.[build-tools,gpu]'"
 # This process's sessions: the devices they ran on (what a derived artifact records), and whether CUDA failed to
-# start once under auto (later sessions then go straight to the CPU instead of failing over again, warning each time).
+# start once under auto (the sessions after it go straight to the CPU: one warning per process, not per session).
 _DEVICES_USED: set[str] = set()
 _CUDA_FAILED: list[str] = []
 
