@@ -21,6 +21,7 @@ from typing import Any, Callable
 from t2vtrt.build.artifacts import ArtifactPaths, read_export_info
 from t2vtrt.build.families import get_family
 from t2vtrt.build.graphfiles import load_graph, needs_external_data
+from t2vtrt.build.heap import blocks_returned_on_free
 from t2vtrt.calibration import qdq
 from t2vtrt.calibration.cache import read_cache, write_cache
 from t2vtrt.calibration.capture import SELECTION_VERSION, Capture, capture, generation_settings
@@ -229,13 +230,14 @@ def _decide_plan(
     """Groups with decisions (swept, or a hand-edited plan's) and the held-out error of the result."""
     quantized = qdq.quantized_nodes(layout)
     feeds = evals.spread(budget.sweep_samples)
-    measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
-    if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
-        return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))
-    op_types = {n.name: n.op_type for n in source.graph.node}
-    groups = layer_groups({n: op_types[n] for n in quantized}, family)
-    measure_groups(groups, measure, on_group=lambda _: _emit(on_event, "sensitivity sweep", sum(bool(g.metrics) for g in groups), len(groups)))
-    return groups, decide(groups, measure, target)
+    with blocks_returned_on_free():
+        measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
+        if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
+            return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))
+        op_types = {n.name: n.op_type for n in source.graph.node}
+        groups = layer_groups({n: op_types[n] for n in quantized}, family)
+        measure_groups(groups, measure, on_group=lambda _: _emit(on_event, "sensitivity sweep", sum(bool(g.metrics) for g in groups), len(groups)))
+        return groups, decide(groups, measure, target)
 
 
 def run_calibrate(
