@@ -230,14 +230,13 @@ def _decide_plan(
     """Groups with decisions (swept, or a hand-edited plan's) and the held-out error of the result."""
     quantized = qdq.quantized_nodes(layout)
     feeds = evals.spread(budget.sweep_samples)
-    with blocks_returned_on_free():
-        measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
-        if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
-            return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))
-        op_types = {n.name: n.op_type for n in source.graph.node}
-        groups = layer_groups({n: op_types[n] for n in quantized}, family)
-        measure_groups(groups, measure, on_group=lambda _: _emit(on_event, "sensitivity sweep", sum(bool(g.metrics) for g in groups), len(groups)))
-        return groups, decide(groups, measure, target)
+    measure = make_measure(layout, quantized, feeds, run_first_output(session(source), feeds))
+    if hand:  # nodes no fp16 group names stay INT8, as they will in the quantize stage
+        return _hand_groups(hand), measure(set(quantized) - set(fp16_nodes(hand)))
+    op_types = {n.name: n.op_type for n in source.graph.node}
+    groups = layer_groups({n: op_types[n] for n in quantized}, family)
+    measure_groups(groups, measure, on_group=lambda _: _emit(on_event, "sensitivity sweep", sum(bool(g.metrics) for g in groups), len(groups)))
+    return groups, decide(groups, measure, target)
 
 
 def run_calibrate(
@@ -261,24 +260,27 @@ def run_calibrate(
     if hand:
         check_plan_nodes(hand, {n.name for n in source.graph.node}, str(cp.source))  # before the slow part
     generation = budget.generation()
-    calib = ensure_capture(
-        paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event, budget.prompt_file("calibration"), generation
-    )
-    evals = ensure_capture(
-        paths,
-        cp.eval_data,
-        "eval",
-        budget.eval_prompts,
-        budget.eval_samples,
-        budget.seed + EVAL_SEED_OFFSET,
-        on_event,
-        budget.prompt_file("eval"),
-        generation,
-    )
-    layout = _layout(paths, cp, budget, on_event)
-    ranges, calibration = _calibrate_ranges(cp, source, layout, calib, budget, method, trt_version, on_event)
-    qdq.set_activation_scales(layout, scales(ranges, method))
-    groups, result = _decide_plan(layout, source, family, evals, budget, limits.plan_target(), hand, on_event)
+    # Large buffers mapped on their own from the first session on: the captures' and the ranges' sessions then leave
+    # no gigabytes of free heap behind, which the sweep's runs would touch (resident) instead of mapping fresh pages.
+    with blocks_returned_on_free():
+        calib = ensure_capture(
+            paths, cp.data, "calibration", budget.prompts, budget.samples, budget.seed, on_event, budget.prompt_file("calibration"), generation
+        )
+        evals = ensure_capture(
+            paths,
+            cp.eval_data,
+            "eval",
+            budget.eval_prompts,
+            budget.eval_samples,
+            budget.seed + EVAL_SEED_OFFSET,
+            on_event,
+            budget.prompt_file("eval"),
+            generation,
+        )
+        layout = _layout(paths, cp, budget, on_event)
+        ranges, calibration = _calibrate_ranges(cp, source, layout, calib, budget, method, trt_version, on_event)
+        qdq.set_activation_scales(layout, scales(ranges, method))
+        groups, result = _decide_plan(layout, source, family, evals, budget, limits.plan_target(), hand, on_event)
     seconds = round(time.perf_counter() - start, 1)
     header = {
         "model": name,
