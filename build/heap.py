@@ -17,7 +17,7 @@ from typing import Any
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 # Where glibc's self-raising threshold stops on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): the setting a long-running
-# process that has freed large blocks ends up with, restored when a block below leaves.
+# process that has freed large blocks ends up with, so the one set on leaving blocks_returned_on_free.
 GLIBC_MMAP_THRESHOLD_MAX = 32 << 20
 
 
