@@ -49,7 +49,7 @@ def blocks_returned_on_free(threshold: int = 4 << 20) -> Iterator[bool]:
     took effect (glibc only).
     """
     libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt") or not libc.mallopt(M_MMAP_THRESHOLD, threshold):
+    if libc is None or not libc.mallopt(M_MMAP_THRESHOLD, threshold):  # glibc (what _libc accepts) has mallopt
         yield False
         return
     try:
