@@ -84,8 +84,8 @@ def temp_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename it onto `final` only if the block succeeds."""
+def scratch_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp file path beside `final` (stale ones removed first), deleted when the block ends."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(final)
@@ -94,12 +94,18 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `final`; rename it onto `final` only if the block succeeds."""
+    with scratch_path(final) as tmp_path:
+        yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; a service user must be able to read artifacts
         os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 @contextlib.contextmanager
