@@ -88,15 +88,16 @@ def strip_qdq(model: Any, nodes: set[str]) -> Any:
 
 
 def switchable(model: Any, nodes: list[str]) -> tuple[Any, dict[str, str]]:
-    """A copy where each of `nodes` reads its Q/DQ'd inputs through Where(flag, dequantized, float): (graph, node -> flag).
+    """A copy where each of `nodes` reads its Q/DQ'd inputs through If(flag, dequantized, float): (graph, node -> flag).
 
     Each flag is a bool scalar graph input: one session then measures any set of INT8 nodes (flag true), the
     others reading float tensors exactly as strip_qdq would give them. At real size that is one session instead
-    of one per measurement, each of which copied and re-optimised gigabytes of weights. A weight stored as
-    integers needs no switch: strip_qdq's float copy of it holds the very values its DequantizeLinear computes.
+    of one per measurement, each of which copied and re-optimised gigabytes of weights. The Q/DQ pair moves into
+    the If's then-branch, so a run quantizes only the flagged nodes' inputs: with Where both sides were computed,
+    every weight dequantized on every run. A weight stored as integers needs no switch: strip_qdq's float copy of
+    it holds the very values its DequantizeLinear computes.
     """
     import onnx
-    from onnx import helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -118,13 +119,40 @@ def switchable(model: Any, nodes: list[str]) -> tuple[Any, dict[str, str]]:
                     raise T2VError(f"cannot un-quantize {node.name}: its input {name} is dequantized from an unknown source")
                 flag = flags.setdefault(node.name, f"t2vtrt_int8_{len(flags)}")
                 switched = f"{name}_t2vtrt_sw{len(rebuilt)}"
-                rebuilt.append(helper.make_node("Where", [flag, name, q.input[0]], [switched], name=switched))
+                rebuilt.append(_qdq_switch(flag, q, dq, switched, _float_type(dq, stored)))
                 node.input[index] = switched
         rebuilt.append(node)
     del out.graph.node[:]
     out.graph.node.extend(rebuilt)
-    out.graph.input.extend(helper.make_tensor_value_info(f, onnx.TensorProto.BOOL, []) for f in flags.values())
+    _remove_orphan_qdq(out)  # pairs every reader of which now quantizes inside its own If
+    out.graph.input.extend(onnx.helper.make_tensor_value_info(f, onnx.TensorProto.BOOL, []) for f in flags.values())
     return out, flags
+
+
+def _float_type(dq: Any, stored: dict[str, Any]) -> int:
+    """The ONNX element type a DequantizeLinear writes: its scale's (FLOAT when the scale is not an initializer)."""
+    import onnx
+
+    scale = stored.get(dq.input[1])
+    return scale.data_type if scale is not None else onnx.TensorProto.FLOAT
+
+
+def _qdq_switch(flag: str, q: Any, dq: Any, output: str, elem_type: int) -> Any:
+    """If(flag) -> DQ(Q(x)) computed in the then-branch (copies of q and dq, reading the outer graph), else x itself."""
+    import onnx
+    from onnx import helper
+
+    local_q, local_dq = onnx.NodeProto(), onnx.NodeProto()
+    local_q.CopyFrom(q)
+    local_dq.CopyFrom(dq)
+    local_q.name, local_dq.name = f"{output}_Q", f"{output}_DQ"
+    local_q.output[0] = local_dq.input[0] = f"{output}_q"
+    local_dq.output[0] = f"{output}_dq"
+    float_out = dict(elem_type=elem_type, shape=None)
+    then = helper.make_graph([local_q, local_dq], f"{output}_int8", [], [helper.make_tensor_value_info(f"{output}_dq", **float_out)])
+    keep = helper.make_node("Identity", [q.input[0]], [f"{output}_float"], name=f"{output}_Id")
+    other = helper.make_graph([keep], f"{output}_fp", [], [helper.make_tensor_value_info(f"{output}_float", **float_out)])
+    return helper.make_node("If", [flag], [output], name=output, then_branch=then, else_branch=other)
 
 
 def _dequantized_initializer(model: Any, dq: Any, stored: dict[str, Any]) -> str:

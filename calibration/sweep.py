@@ -24,7 +24,8 @@ Measure = Callable[[set[str]], dict[str, float]]
 def make_measure(all_quantized: Any, quantized: list[str], feeds: list[Feeds], reference: np.ndarray) -> Measure:
     """measure(int8 nodes) -> metrics of the graph where only those nodes read Q/DQ'd tensors (one session for all)."""
     graph, flags = switchable(all_quantized, quantized)
-    # Each run dequantizes and switches every weight (weight-sized buffers of many shapes): a pool keeps far more.
+    # A run dequantizes the flagged nodes' weights (most of them in the decision's runs): weight-sized buffers of
+    # many shapes, of which a pool keeps far more.
     sess = session(graph, arena=False)
     output = sess.get_outputs()[0].name
     runs = batches(feeds, 8)

@@ -212,3 +212,15 @@ def test_switchable_graph_equals_stripping_for_every_int8_set() -> None:
         outputs.append(run(graph, {"x": x, **switches}))
         np.testing.assert_array_equal(outputs[-1], run(qdq.strip_qdq(model, {"conv_a", "conv_b"} - int8), {"x": x}))
     assert not np.array_equal(outputs[0], outputs[-1])  # the flags do change the output
+
+
+def test_switched_inputs_are_quantized_only_inside_their_if() -> None:
+    """A run computes Q/DQ only for flagged nodes: no switched pair is left in the main graph, each If holds its own."""
+    graph, flags = qdq.switchable(_two_conv_qdq_graph(), ["conv_a", "conv_b"])
+    top = [n.op_type for n in graph.graph.node]
+    assert "QuantizeLinear" not in top
+    assert top.count("If") == 3  # x and W_a into conv_a, h into conv_b
+    assert top.count("DequantizeLinear") == 1  # the stored int8 W_b's, which needs no switch
+    for node in (n for n in graph.graph.node if n.op_type == "If"):
+        branches = {a.name: [m.op_type for m in a.g.node] for a in node.attribute}
+        assert branches == {"then_branch": ["QuantizeLinear", "DequantizeLinear"], "else_branch": ["Identity"]}
