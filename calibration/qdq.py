@@ -148,10 +148,9 @@ def _qdq_switch(flag: str, q: Any, dq: Any, output: str, elem_type: int) -> Any:
     local_q.name, local_dq.name = f"{output}_Q", f"{output}_DQ"
     local_q.output[0] = local_dq.input[0] = f"{output}_q"
     local_dq.output[0] = f"{output}_dq"
-    float_out = dict(elem_type=elem_type, shape=None)
-    then = helper.make_graph([local_q, local_dq], f"{output}_int8", [], [helper.make_tensor_value_info(f"{output}_dq", **float_out)])
+    then = helper.make_graph([local_q, local_dq], f"{output}_int8", [], [helper.make_tensor_value_info(f"{output}_dq", elem_type, None)])
     keep = helper.make_node("Identity", [q.input[0]], [f"{output}_float"], name=f"{output}_Id")
-    other = helper.make_graph([keep], f"{output}_fp", [], [helper.make_tensor_value_info(f"{output}_float", **float_out)])
+    other = helper.make_graph([keep], f"{output}_fp", [], [helper.make_tensor_value_info(f"{output}_float", elem_type, None)])
     return helper.make_node("If", [flag], [output], name=output, then_branch=then, else_branch=other)
 
 
