@@ -12,9 +12,10 @@ only through `save_graph` (or with its locations made relative to a folder above
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -23,7 +24,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from t2vtrt.runtime.backends.onnxruntime import new_session
 from t2vtrt.runtime.errors import T2VError
-from t2vtrt.runtime.files import temp_dir
+from t2vtrt.runtime.files import scratch_path, temp_dir
 
 # External tensors up to this size are read in at load: shape constants, Slice bounds, biases, scalars
 # that passes, shape inference and constant folding read by value. Bigger ones are weights.
@@ -157,27 +158,33 @@ def relative_locations(model: onnx.ModelProto, base: Path) -> None:
             location.value = os.path.relpath(external_ref(tensor)[0], Path(base).resolve())
 
 
+@contextlib.contextmanager
+def graph_beside(model: onnx.ModelProto, folder: Path, name: str) -> Iterator[Path]:
+    """`model` (loaded by load_graph) saved as a scratch graph in `folder`, the folder of its weights, with its external
+    locations made relative to it (in place), removed when the block ends: ONNX Runtime reads weights only below a
+    graph's folder, and this way none is copied."""
+    relative_locations(model, folder)
+    with scratch_path(Path(folder) / f"{name}.onnx") as path:
+        onnx.save(model, str(path))
+        yield path
+
+
 def run_probe(probe: onnx.ModelProto, source: Path, feed: dict[str, np.ndarray], tag: str) -> dict[str, np.ndarray]:
     """Run an edited copy of the graph at `source` (loaded by load_graph) once on `feed`; its outputs by name.
 
-    The probe is saved beside `source` (ONNX Runtime reads weights only below a graph's folder) and run in
-    node order, so whatever the probe adds after a tensor (a reduction, a Shape) runs as that tensor is made
-    and the tensor can go: ONNX Runtime's default order holds every probed tensor until the end.
+    The probe is saved beside `source` (graph_beside) and run in node order, so whatever the probe adds after a
+    tensor (a reduction, a Shape) runs as that tensor is made and the tensor can go: ONNX Runtime's default order
+    holds every probed tensor until the end.
     """
     import onnxruntime as ort
 
-    relative_locations(probe, source.parent)
-    path = source.parent / f".{source.name}.{os.getpid()}.{tag}.onnx"
-    try:
-        onnx.save(probe, str(path))
+    with graph_beside(probe, source.parent, f"{source.name}.{tag}") as path:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         session = new_session(str(path), options)
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})))
-    finally:
-        path.unlink(missing_ok=True)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})))
 
 
 def read_bytes(tensor: onnx.TensorProto) -> bytes:

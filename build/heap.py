@@ -43,7 +43,7 @@ def blocks_returned_on_free(threshold: int = 4 << 20) -> Iterator[bool]:
     """Within: each allocation of `threshold` bytes or more that the heap's free space cannot hold is mapped on its
     own and leaves the process when freed.
 
-    Why: a run that dequantizes and switches every weight frees weight-sized buffers between live ones; in the heap
+    Why: a run that dequantizes most weights (the sweep's) frees weight-sized buffers between live ones; in the heap
     they stay resident and the next ones land beside them, gigabytes above what is live at real size (the sweep's
     figures: docs/benchmarks.md), at the cost of fresh pages for each such buffer (slower runs). Yields whether it
     took effect (glibc only).

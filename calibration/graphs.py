@@ -20,7 +20,7 @@ def session(model: Any, threads: int | None = None, node_order: bool = False, ar
     """
     import onnxruntime as ort
 
-    from t2vtrt.build.graphfiles import EXTERNAL_DATA_BYTES, all_tensors, is_external, save_graph, weight_bytes
+    from t2vtrt.build.graphfiles import EXTERNAL_DATA_BYTES, all_tensors, graph_beside, is_external, save_graph, weight_bytes
     from t2vtrt.build.heap import release_freed_memory
 
     release_freed_memory()  # freed heap of the sessions before it goes back before this one loads the weights
@@ -39,7 +39,10 @@ def session(model: Any, threads: int | None = None, node_order: bool = False, ar
         return new_session(model.SerializeToString(), options)
     folder = _weights_folder(model)
     if folder is not None and model.ByteSize() < EXTERNAL_DATA_BYTES:
-        return _session_beside_weights(model, folder, options)
+        # Only the graph is written, beside its weights: a copy of them (gigabytes at real size, into TMPDIR, which
+        # may be a RAM-backed tmpfs) would cost disk and time on every session.
+        with graph_beside(_copy(model), folder, "session") as path:
+            return new_session(str(path), options)
     # Weights in several folders, or in memory past protobuf's limit: a copy of all of them, saved beside one data file.
     with tempfile.TemporaryDirectory(prefix="t2vtrt-session.") as tmp:
         saved = save_graph(_copy(model), Path(tmp) / "model.onnx", external=True)
@@ -50,27 +53,9 @@ def _weights_folder(model: Any) -> Path | None:
     """The one folder that holds every external weight file of a loaded model (None: no external data, or several folders)."""
     from t2vtrt.build.graphfiles import all_tensors, external_ref, is_external
 
-    folders = {external_ref(t)[0].resolve().parent for t in all_tensors(model) if is_external(t)}
+    files = {external_ref(t)[0] for t in all_tensors(model) if is_external(t)}
+    folders = {file.resolve().parent for file in files}
     return folders.pop() if len(folders) == 1 else None
-
-
-def _session_beside_weights(model: Any, folder: Path, options: Any) -> Any:
-    """A session over the model's weights where they are: only the graph is written, next to them, and removed once loaded.
-
-    ONNX Runtime reads external data only from below the graph's folder; a copy of the weights (gigabytes at real
-    size, in TMPDIR, which may be a RAM-backed tmpfs) would cost disk and time on every session.
-    """
-    import onnx
-
-    from t2vtrt.build.graphfiles import relative_locations
-    from t2vtrt.runtime.files import scratch_path
-
-    graph = _copy(model)
-    relative_locations(graph, folder)
-    with scratch_path(folder / "t2vtrt-session.onnx") as path:
-        onnx.save(graph, str(path))
-        del graph
-        return new_session(str(path), options)
 
 
 def _copy(model: Any) -> Any:
